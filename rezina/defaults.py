@@ -1,0 +1,20 @@
+"""Every configurable default of rezina, in one place (the man pages quote these)."""
+
+CONTROL_PORT = 12345
+HTTP_PORT = 31218
+
+HEARTBEAT_INTERVAL = 1.0        # seconds between heartbeats on a ZeroMQ link
+PEER_LOST_AFTER = 3.0           # a remote peer silent this long is lost
+
+WIRE_BATCH_ITEMS = 1000         # most items in one wire batch
+WIRE_BATCH_BYTES = 1 << 20      # most payload bytes in one wire batch (1 MiB)
+CREDIT_MAX = 8192               # hard maximum of items a consumer grants at once
+UNACKED_MAX = 32768             # most items a producer holds unacknowledged
+
+BOCCA_BATCH_SIZE = 1000
+FLUSH_INTERVAL = 1.0            # seconds
+MAX_ITEM_BYTES = 64 << 20       # 64 MiB
+MAX_DELIVERIES = 3              # deaths of a child while running an item before quarantine
+
+LINGER_MS = 2000                # how long a closing socket may flush its queue
+DRAIN_TIMEOUT = 30.0            # how long a stop waits for in-flight items
