@@ -1,0 +1,143 @@
+"""The built-in text backends: JSON lines on stdout or in a file, and the null sink.
+
+They are StorageBackend subclasses, so the Python API can name them like a user class,
+and they take whole batches with ids through write_records().
+"""
+
+import logging
+import os
+import sys
+
+from rezina.backends.base import StorageBackend
+from rezina.backends.jsonvalue import UnrenderableItem, dumps_lines
+from rezina.errors import SinkError
+
+log = logging.getLogger(__name__)
+
+
+class JsonLines(StorageBackend):
+    """Write each item as one line of JSON to a binary stream that a subclass opens."""
+
+    name = 'json lines'
+
+    def __init__(self, logger, *args, **kwargs):
+        super().__init__(logger, *args, **kwargs)
+        self.stream = None
+
+    def write(self, message):
+        """Write one item (the original API: a batch-mode list is one line)."""
+        self._write_bytes(self._render([(None, None, message)]))
+
+    def write_records(self, records):
+        """Write one line per record's item, then flush."""
+        self._write_bytes(self._render(records))
+
+    def _render(self, records):
+        try:
+            return dumps_lines([item for _, _, item in records])
+        except UnrenderableItem as exc:
+            item_id = records[exc.index][0]
+            what = f"item {item_id}" if item_id is not None else "an item"
+            raise SinkError(f"cannot write {what} to {self.name}: {exc.reason}") from None
+
+    def _write_bytes(self, data):
+        raise NotImplementedError
+
+
+class Stdout(JsonLines):
+    """JSON lines on standard output (or on the binary `stream` given), flushed per write.
+
+    A closed reader (``| head``) raises BrokenPipeError unchanged, so the command can
+    exit quietly, as it does for any closed downstream.
+    """
+
+    name = 'stdout'
+
+    def __init__(self, logger, stream=None):
+        super().__init__(logger)
+        self.stream = stream
+
+    def open(self):
+        if self.stream is None:
+            self.stream = sys.stdout.buffer
+
+    def _write_bytes(self, data):
+        if not data:
+            return
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            raise SinkError(f"cannot write to stdout: {exc}") from None
+
+
+class PlainFile(JsonLines):
+    """JSON lines appended to the file `path` (created if missing), flushed and fsynced.
+
+    A file whose last line was cut short (a crash mid-write) gets a newline first, so the
+    next item starts a line of its own.
+    """
+
+    def __init__(self, logger, path):
+        super().__init__(logger, path)
+        self.path = os.path.expanduser(os.fspath(path))
+        self.name = f"jsonl:{path}"
+        self._check_tail = True
+
+    def open(self):
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise SinkError(f"cannot open {self.name}: directory {parent!r} does not exist")
+        try:
+            # read access too: _ends_a_line() looks at the last byte; writes still append
+            self.stream = open(self.path, 'a+b')
+        except OSError as exc:
+            raise SinkError(f"cannot open {self.name}: {exc.strerror or exc}") from None
+        self._check_tail = True
+
+    def _write_bytes(self, data):
+        if not data:
+            return
+        if self.stream is None:
+            raise SinkError(f"cannot write to {self.name}: it is not open")
+        try:
+            if self._check_tail and not self._ends_a_line():
+                log.warning("%s: last line was cut short; starting a new one", self.name)
+                data = b'\n' + data
+            self._check_tail = False
+            self.stream.write(data)
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+        except OSError as exc:
+            # a partial write may have left half a line: look again before the next one
+            self._check_tail = True
+            raise SinkError(f"cannot write to {self.name}: {exc.strerror or exc}") from None
+
+    def _ends_a_line(self):
+        """True if the file is empty or its last byte is a newline."""
+        fd = self.stream.fileno()
+        size = os.fstat(fd).st_size
+        return size == 0 or os.pread(fd, 1, size - 1) == b'\n'
+
+    def close(self):
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            try:
+                stream.close()
+            except OSError as exc:
+                raise SinkError(f"cannot close {self.name}: {exc.strerror or exc}") from None
+
+
+class Null(StorageBackend):
+    """Discard every item (for benchmarks); idempotent, as nothing is stored twice."""
+
+    idempotent = True
+    name = 'null'
+
+    def write(self, message):
+        pass
+
+    def write_records(self, records):
+        pass

@@ -1,0 +1,92 @@
+"""What every rz command does around its work: parse the usage, set up logging, and turn
+errors into one line on stderr and an exit status."""
+
+import logging
+import signal
+import sys
+
+from docopt import DocoptExit, docopt
+
+from rezina import __version__, exitcodes
+from rezina.errors import RezinaError, UsageError
+from rezina.pipe.stream import DownstreamClosed
+
+LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO,
+              'warning': logging.WARNING, 'error': logging.ERROR}
+
+
+def parse(doc, argv, prog):
+    """docopt's parse of argv; a usage error becomes UsageError (exit 2, not docopt's 1)."""
+    try:
+        return docopt(doc, argv, version=f"{prog} {__version__}")
+    except DocoptExit as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else 'bad usage'
+        if first.lower().startswith('usage:'):
+            first = 'bad usage'
+        raise UsageError(f"{first} (see {prog} --help)") from None
+
+
+def setup_logging(level_name, prog):
+    level = LOG_LEVELS.get((level_name or 'info').lower())
+    if level is None:
+        raise UsageError(f"--log-level {level_name!r}: expected debug, info, warning or error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f'%(asctime)s {prog}[%(process)d] %(levelname)s %(message)s', '%H:%M:%S'))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def int_option(args, option, minimum=0):
+    text = args[option]
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} {text!r}: expected a whole number") from None
+    if value < minimum:
+        raise UsageError(f"{option} {text!r}: must be at least {minimum}")
+    return value
+
+
+def float_option(args, option, minimum=0.0):
+    text = args[option]
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} {text!r}: expected a number") from None
+    if not value >= minimum:
+        raise UsageError(f"{option} {text!r}: must be at least {minimum:g}")
+    return value
+
+
+def run_command(prog, doc, argv, body):
+    """Run body(args) for command prog and return its exit status."""
+    try:
+        args = parse(doc, argv, prog)
+        setup_logging(args.get('--log-level'), prog)
+        return body(args)
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    except RezinaError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exitcodes.FAILED
+    except DownstreamClosed:
+        return exitcodes.DOWNSTREAM_CLOSED
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    finally:
+        _quiet_stdout_at_exit()
+
+
+def _quiet_stdout_at_exit():
+    """A closed downstream must not produce a traceback when Python flushes stdout."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            sys.stdout = open('/dev/null', 'w')
+        except OSError:
+            pass

@@ -1,0 +1,202 @@
+"""rz-bocca: the sink stage. Writes every item to a backend and acknowledges it only once
+the backend has it.
+
+Usage:
+  rz-bocca [options] [--in=ENDPOINT]... [--path=DIR]... [SINK]
+  rz-bocca (-h | --help | --version)
+
+SINK is one of:
+  stdout                    JSON lines on stdout (the default)
+  null                      discard (for measuring)
+  jsonl:PATH                append JSON lines to PATH
+  sqlite:PATH[?table=NAME]  rows in SQLite, stored once per item id (table 'items')
+  MOD:CLASS                 a rezina.backends.StorageBackend subclass, built as
+                            CLASS(logger, *ARGS, **KWARGS)
+
+Options:
+  -i, --in=ENDPOINT      Where items come from: '-' (stdin) or a ZeroMQ address,
+                         tcp://HOST:PORT or ipc://PATH; connects unless prefixed with
+                         '@'; may be given more than once [default: -].
+  --mode=MODE            stream: write items as they arrive; batch: write lists of up
+                         to the batch size, at least every flush interval [default: stream].
+  --batch-size=N         Most items in one write in batch mode [default: 1000].
+  --flush-interval=SECONDS  Longest an item waits in batch mode [default: 1].
+  --args=JSON            Positional arguments for a MOD:CLASS sink, as a JSON array.
+  --kwargs=JSON          Keyword arguments for a MOD:CLASS sink, as a JSON object.
+  --producers=N          With a bound --in: wait for N producers before ending [default: 0].
+  --name=NAME            The node's name in logs (by default the SINK).
+  --path=DIR             Also import from DIR (after the current directory).
+  --log-level=LEVEL      debug, info, warning or error [default: info].
+  -h, --help             Show this help.
+  --version              Show the version.
+"""
+
+import logging
+import os
+import sys
+import time
+
+from rezina import defaults, exitcodes
+from rezina.backends import open_sink
+from rezina.cli import float_option, int_option, run_command
+from rezina.errors import SinkError, UsageError
+from rezina.nodes.node import Node, take_stdout
+from rezina.pipe import codec
+from rezina.pipe.endpoint import parse_endpoint
+from rezina.pipe.stream import DownstreamClosed
+from rezina.target import add_search_path, parse_json
+
+log = logging.getLogger(__name__)
+PROG = 'rz-bocca'
+RETRY_MAX = 30.0
+
+
+class Bocca(Node):
+    """Writes what arrives to the sink, in stream or batch mode."""
+
+    def __init__(self, name, sink, mode, batch_size, flush_interval):
+        super().__init__(name)
+        self.sink = sink
+        self.mode = mode
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.pending = []          # (batch, items) received, not yet written
+        self.pending_items = 0
+        self.oldest = None         # when the oldest pending item arrived
+        self.stored = 0
+        self.failed = 0
+        self.first_at = None
+        self.last_at = None
+        self.retry_at = 0.0
+        self.retry_wait = 0.0
+
+    def load(self):
+        return self.pending_items
+
+    def on_batch(self, batch):
+        try:
+            items, bad = codec.decode_items(batch.payload)
+        except ValueError as exc:
+            items, bad = [], [(i, str(exc)) for i in range(batch.count)]
+        for index, reason in bad:
+            self._failed(batch.item_id(index), reason)
+        if bad:
+            gone = {i for i, _ in bad}
+            ids = [seq for i, seq in enumerate(batch.seqs()) if i not in gone]
+        else:
+            ids = None
+        now = time.monotonic()
+        if self.first_at is None:
+            self.first_at = now
+        if self.oldest is None:
+            self.oldest = now
+        self.pending.append((batch, items, ids))
+        self.pending_items += len(items)
+
+    def _failed(self, item_id, reason):
+        self.failed += 1
+        if self.failed <= 20:
+            log.warning("%s: item %s failed: %s", self.name, item_id, reason)
+
+    def step(self):
+        if not self.pending:
+            return None
+        now = time.monotonic()
+        if now < self.retry_at:
+            return self.retry_at - now
+        if self.mode == 'batch' and not self.stop_requested and not self._input_ended():
+            due = self.oldest + self.flush_interval
+            if self.pending_items < self.batch_size and now < due:
+                return due - now
+        self._write_pending()
+        return None
+
+    def _input_ended(self):
+        return self.input.ended()
+
+    def _write_pending(self):
+        """Write pending items in writes of at most batch-size; acknowledge what is in."""
+        while self.pending:
+            take, count = [], 0
+            while self.pending and (not take or count + len(self.pending[0][1])
+                                    <= self.batch_size or self.mode == 'stream'):
+                entry = self.pending.pop(0)
+                take.append(entry)
+                count += len(entry[1])
+            if not self._write(take):
+                self.pending[:0] = take
+                return
+            self.pending_items -= count
+            self.stored += count
+            self.last_at = time.monotonic()
+            for batch, _, _ in take:
+                self.input.ack(batch)
+        self.oldest = None
+
+    def _write(self, entries):
+        records = []
+        for batch, items, ids in entries:
+            run = batch.run
+            seqs = batch.seqs() if ids is None else ids
+            records.extend((f"{run}:{seq}", run, item) for seq, item in zip(seqs, items))
+        try:
+            if records:
+                self.sink.write(records)
+        except BrokenPipeError:
+            raise DownstreamClosed() from None
+        except SinkError as exc:
+            self.retry_wait = min(RETRY_MAX, max(1.0, self.retry_wait * 2))
+            self.retry_at = time.monotonic() + self.retry_wait
+            log.warning("%s: %s; retrying in %.0f s", self.name, exc, self.retry_wait)
+            return False
+        self.retry_wait = 0.0
+        return True
+
+    def on_acked(self, batch):
+        """A bocca has no output."""
+
+    def done(self):
+        if self.pending:
+            return False
+        return self.input.ended() or self.stop_requested
+
+    def serve(self):
+        self.sink.open()
+        try:
+            self.run()
+        finally:
+            self.sink.close()
+        span = (self.last_at or 0) - (self.first_at or 0)
+        rate = self.stored / span if span > 0 else 0.0
+        log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
+                 self.name, self.stored, span, rate, self.failed)
+        return exitcodes.FAILED if self.failed else exitcodes.OK
+
+
+def _serve(args):
+    add_search_path(args['--path'])
+    mode = args['--mode']
+    if mode not in ('stream', 'batch'):
+        raise UsageError(f"--mode {mode!r}: expected stream or batch")
+    batch_size = int_option(args, '--batch-size', 1)
+    flush_interval = float_option(args, '--flush-interval', 0.0)
+    producers = int_option(args, '--producers', 0)
+    sink_args = parse_json(args['--args'], '--args', list)
+    sink_kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
+    inputs = [parse_endpoint(e, '--in', bind_by_default=False) for e in args['--in']]
+    spec = args['SINK'] or 'stdout'
+    stdout = None
+    if spec == 'stdout':
+        stdout = os.fdopen(take_stdout(), 'wb')
+    sink = open_sink(spec, sink_args, sink_kwargs, mode=mode, stdout=stdout)
+    bocca = Bocca(args['--name'] or spec, sink, mode, batch_size, flush_interval)
+    try:
+        window = min(defaults.CREDIT_MAX, max(2 * batch_size, 2 * defaults.WIRE_BATCH_ITEMS))
+        bocca.open_inputs(inputs, window, producers)
+        return bocca.serve()
+    finally:
+        bocca.close()
+
+
+def main(argv=None):
+    return run_command(PROG, __doc__, sys.argv[1:] if argv is None else argv, _serve)

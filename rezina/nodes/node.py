@@ -1,0 +1,168 @@
+"""What every stage process shares: its event loop, its edges, signals and the heartbeat.
+
+Runs in every rz-hydrant, rz-notch and rz-bocca process (not in notch worker children).
+"""
+
+import logging
+import os
+import time
+
+import zmq
+
+from rezina import defaults
+from rezina.errors import UsageError
+from rezina.pipe.inbox import Inbox
+from rezina.pipe.links import Network
+from rezina.pipe.loop import Loop
+from rezina.pipe.outbox import Outbox
+from rezina.pipe.port import Port
+from rezina.pipe.stream import PipeReader, PipeWriter
+
+log = logging.getLogger(__name__)
+
+STDIN, STDOUT = 0, 1
+
+
+def take_stdout():
+    """A private fd for the stream on stdout; fd 1 then goes to stderr, so that a print()
+    in the user's code cannot corrupt the stream."""
+    fd = os.dup(STDOUT)
+    os.dup2(2, STDOUT)
+    return fd
+
+
+class Node:
+    """A stage's event loop; subclasses do the stage's work in step()."""
+
+    def __init__(self, name):
+        self.name = name
+        self.loop = Loop()
+        self.network = Network(name)
+        self.context = None
+        self.ports = []
+        self.output = None
+        self.input = None
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self._next_tick = 0.0
+        self._writing = False
+
+    # wiring
+
+    def _context(self):
+        if self.context is None:
+            self.context = zmq.Context()
+        return self.context
+
+    def _add_port(self, endpoint, edge):
+        port = Port(self._context(), endpoint, self.name)
+        self.ports.append(port)
+        self.network.add_port(port, edge)
+        self.loop.watch(port.socket, lambda sock, events: self.network.receive(port))
+
+    def open_output(self, endpoint):
+        """The node's output: a PipeWriter on stdout or an Outbox on a ZeroMQ port."""
+        if endpoint.is_stdio:
+            self.output = PipeWriter(take_stdout(), self.on_acked)
+        else:
+            self.output = Outbox(self.network, self.on_acked)
+            self._add_port(endpoint, self.output)
+        return self.output
+
+    def open_inputs(self, endpoints, window, producers=0):
+        """The node's input: a PipeReader on stdin or an Inbox over ZeroMQ ports."""
+        if any(e.is_stdio for e in endpoints):
+            if len(endpoints) > 1:
+                raise UsageError("--in '-' (stdin) cannot be given with other --in endpoints")
+            self.input = PipeReader(STDIN)
+            self.loop.watch(STDIN, self._stdin_ready)
+        else:
+            self.input = Inbox(self.network, self.on_batch, window, producers)
+            for endpoint in endpoints:
+                self._add_port(endpoint, self.input)
+        return self.input
+
+    def _stdin_ready(self, fd, events):
+        for batch in self.input.read():
+            self.on_batch(batch)
+        if self.input.eos:
+            self.loop.unwatch(STDIN)
+
+    # hooks for subclasses
+
+    def on_batch(self, batch):
+        raise NotImplementedError
+
+    def on_acked(self, batch):
+        raise NotImplementedError
+
+    def step(self):
+        """Do the stage's work; return seconds until it wants to run again (None: idle)."""
+        return None
+
+    def load(self):
+        """Items the node holds, against its input window."""
+        return 0
+
+    def done(self):
+        raise NotImplementedError
+
+    # the loop
+
+    def pump(self):
+        """Move output, acknowledgements and credit; keep the heartbeat."""
+        output = self.output
+        if output is not None:
+            output.pump()
+            if isinstance(output, PipeWriter):
+                self._watch_stdout(output.wants_write)
+        inbox = self.input
+        if isinstance(inbox, Inbox):
+            inbox.flush(self.load() if not self.stop_requested else inbox.window)
+        elif isinstance(inbox, PipeReader) and not inbox.eos:
+            room = self.load() < self.window() and not self.stop_requested
+            self.loop.modify(STDIN, zmq.POLLIN if room else 0)
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self.network.tick()
+            self._next_tick = now + defaults.HEARTBEAT_INTERVAL / 4
+
+    def window(self):
+        return self.input.window if isinstance(self.input, Inbox) else defaults.CREDIT_MAX
+
+    def _watch_stdout(self, wanted):
+        if wanted and not self._writing:
+            self.loop.watch(self.output.fd, lambda fd, events: None, zmq.POLLOUT)
+        elif not wanted and self._writing:
+            self.loop.unwatch(self.output.fd)
+        self._writing = wanted
+
+    def private_fds(self):
+        """fds of this process that a forked child must close."""
+        fds = list(self.loop.private_fds())
+        if isinstance(self.output, PipeWriter):
+            fds.append(self.output.fd)
+        return fds
+
+    def run(self):
+        """Loop until done(); returns when the node may exit."""
+        self.loop.catch_signals()
+        while True:
+            wait = self.step()
+            self.pump()
+            if self.loop.signalled and not self.stop_requested:
+                self.stop_requested = True
+                log.info("%s: stopping: finishing the items in flight", self.name)
+                continue
+            if self.done():
+                return
+            tick = max(0.0, self._next_tick - time.monotonic())
+            self.loop.poll(tick if wait is None else min(wait, tick))
+
+    def close(self):
+        if isinstance(self.output, PipeWriter):
+            self.output.close()
+        self.network.close()
+        if self.context is not None:
+            self.context.term()
+        self.loop.close()

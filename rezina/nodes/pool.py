@@ -1,0 +1,308 @@
+"""The worker children of one rz-notch: fork them, feed them units, read their results,
+and restart a child that dies, redelivering its units.
+
+Runs in the rz-notch parent process.
+"""
+
+import logging
+import mmap
+import os
+import signal
+import time
+import warnings
+from collections import deque
+
+import msgpack
+
+from rezina.errors import RezinaError
+from rezina.nodes import notch_worker
+from rezina.pipe import protocol, slicing
+
+log = logging.getLogger(__name__)
+
+FAILING_START = 3       # children that die before they are ready, in a row, fail the node
+
+
+class Unit:
+    """Items of one input batch given to one child at a time."""
+
+    __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'child')
+
+    def __init__(self, no, batch, ids, count, payload):
+        self.no = no
+        self.batch = batch
+        self.ids = ids
+        self.count = count
+        self.payload = payload
+        self.deaths = {}          # item index -> deaths of a child while running it
+        self.child = None
+
+    def record(self):
+        return msgpack.packb(['U', self.no, self.batch.run, self.ids, self.count,
+                              self.payload], use_bin_type=True)
+
+    def seq(self, index):
+        return self.ids + index if isinstance(self.ids, int) else self.ids[index]
+
+
+class Child:
+    """One forked worker process and the parent's end of its socketpair."""
+
+    def __init__(self, index, threads):
+        self.index = index
+        self.threads = threads
+        self.pid = None
+        self.sock = None
+        self.fd = None
+        self.ready = False
+        self.units = {}
+        self.items = 0
+        self.out = bytearray()
+        self.unpacker = None
+        self.shared = mmap.mmap(-1, 16 * threads)      # MAP_SHARED | MAP_ANONYMOUS
+        self.slots = memoryview(self.shared).cast('q')
+        self.started = 0.0
+
+
+class Pool:
+    """P children of T threads each, fed from one queue of units."""
+
+    def __init__(self, spec, processes, threads, max_deliveries, name, on_result,
+                 on_quarantine, loop):
+        self.spec = spec
+        self.threads = threads
+        self.max_deliveries = max_deliveries
+        self.name = name
+        self.on_result = on_result          # (unit, ids, count, payload, failures, seconds)
+        self.on_quarantine = on_quarantine  # (unit, seq, why)
+        self.loop = loop
+        self.children = [Child(i, threads) for i in range(processes)]
+        self.queue = deque()
+        self.queued_items = 0
+        self.assigned_items = 0
+        self.next_unit = 0
+        self.unit_size = 1
+        self.per_item = None        # seconds, a moving average
+        self.restarts = 0
+        self.redelivered = 0
+        self.failing_starts = 0
+        self.private_fds = []       # the parent's fds a child must not hold open
+
+    # children
+
+    def start(self):
+        for child in self.children:
+            self._fork(child)
+
+    def _fork(self, child):
+        parent_end, child_end = notch_worker.make_socketpair()
+        others = [c.fd for c in self.children if c.fd is not None and c is not child]
+        close_fds = [parent_end.fileno(), *others, *self.private_fds]
+        child.slots[:] = memoryview(bytes(16 * child.threads)).cast('q')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            notch_worker.child_main(child_end, self.spec, child.threads, child.slots,
+                                    close_fds)
+        child_end.close()
+        parent_end.setblocking(False)
+        child.pid, child.sock, child.fd = pid, parent_end, parent_end.fileno()
+        child.ready = False
+        child.out = bytearray()
+        child.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+        child.started = time.monotonic()
+        self.loop.watch(child.fd, lambda fd, events, c=child: self._ready(c, events))
+        log.debug("%s: worker %d started (pid %d)", self.name, child.index, pid)
+
+    def capacity(self, child):
+        """Units a child may hold: one per thread and one more waiting."""
+        return child.threads + 1
+
+    # feeding
+
+    def add(self, batch, payload_bounds=None):
+        """Queue the items of an input batch as units; returns how many units."""
+        size = self.unit_size
+        if batch.count <= size:
+            units = [Unit(self._unit_no(), batch, batch.ids, batch.count, batch.payload)]
+        else:
+            bounds = slicing.item_bounds(batch.payload)
+            units = []
+            for start in range(0, batch.count, size):
+                end = min(start + size, batch.count)
+                ids = (batch.ids + start if isinstance(batch.ids, int)
+                       else batch.ids[start:end])
+                payload = slicing.slice_payload(batch.payload, bounds, start, end)
+                units.append(Unit(self._unit_no(), batch, ids, end - start, payload))
+        self.queue.extend(units)
+        self.queued_items += batch.count
+        return len(units)
+
+    def _unit_no(self):
+        self.next_unit += 1
+        return self.next_unit
+
+    def assign(self):
+        """Give queued units to the ready children with room, least loaded first."""
+        while self.queue:
+            room = [c for c in self.children
+                    if c.ready and len(c.units) < self.capacity(c)]
+            if not room:
+                return
+            child = min(room, key=lambda c: len(c.units))
+            unit = self.queue.popleft()
+            self.queued_items -= unit.count
+            self.assigned_items += unit.count
+            unit.child = child
+            child.units[unit.no] = unit
+            child.items += unit.count
+            child.out += unit.record()
+            self._write(child)
+
+    def _write(self, child):
+        if child.out:
+            try:
+                sent = child.sock.send(child.out)
+                del child.out[:sent]
+            except BlockingIOError:
+                pass
+            except OSError:
+                return      # it died; its end of file will tell
+        self.loop.modify(child.fd, 1 | (4 if child.out else 0))   # POLLIN | POLLOUT
+
+    @property
+    def idle(self):
+        return not self.queue and not self.assigned_items
+
+    # results
+
+    def _ready(self, child, events):
+        if events & 4:
+            self._write(child)
+        if not events & 1:
+            return
+        try:
+            data = child.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b''
+        if not data:
+            self._died(child)
+            return
+        child.unpacker.feed(data)
+        for record in child.unpacker:
+            self._record(child, record)
+
+    def _record(self, child, record):
+        kind = record[0]
+        if kind == 'D':
+            _, unit_no, ids, count, payload, failures, seconds = record
+            unit = child.units.pop(unit_no)
+            child.items -= unit.count
+            self.assigned_items -= unit.count
+            self._learn(unit.count, seconds)
+            self.on_result(unit, ids, count, payload, failures, seconds)
+        elif kind == 'R':
+            child.ready = True
+            self.failing_starts = 0
+        elif kind == 'X':
+            raise RezinaError(record[1])
+
+    def _learn(self, count, seconds):
+        """Size units so one takes about 20 ms of the function's time."""
+        if not count:
+            return
+        per_item = seconds / count
+        self.per_item = per_item if self.per_item is None else (
+            0.8 * self.per_item + 0.2 * per_item)
+        self.unit_size = max(1, min(1000, int(0.02 / max(self.per_item, 1e-7))))
+
+    # death
+
+    def _died(self, child):
+        self.loop.unwatch(child.fd)
+        child.sock.close()
+        child.fd = None
+        _, status = os.waitpid(child.pid, 0)
+        how = describe_status(status)
+        if not child.ready:
+            self.failing_starts += 1
+            if self.failing_starts >= FAILING_START:
+                raise RezinaError(f"worker processes keep dying before they start "
+                                  f"(the last {how})")
+        running = self._running(child)
+        units = sorted(child.units.values(), key=lambda u: u.no)
+        items = child.items
+        self.assigned_items -= items
+        child.units.clear()
+        child.items = 0
+        for unit in reversed(units):
+            unit.child = None
+            for index in sorted(running.get(unit.no, ()), reverse=True):
+                unit.deaths[index] = unit.deaths.get(index, 0) + 1
+                if unit.deaths[index] >= self.max_deliveries:
+                    self._quarantine(unit, index, how)
+            if unit.count:
+                self.queue.appendleft(unit)
+                self.queued_items += unit.count
+            else:
+                self.on_result(unit, [], 0, None, [], 0.0)
+        self.restarts += 1
+        self.redelivered += items
+        log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
+                    self.name, child.index, child.pid, how, items)
+        self._fork(child)
+
+    def _running(self, child):
+        """unit no -> indexes of the items the dead child's threads were running."""
+        running = {}
+        slots = child.slots
+        for t in range(child.threads):
+            unit_plus_one, index = slots[2 * t], slots[2 * t + 1]
+            if unit_plus_one:
+                running.setdefault(unit_plus_one - 1, set()).add(index)
+        return running
+
+    def _quarantine(self, unit, index, how):
+        seq = unit.seq(index)
+        self.on_quarantine(unit, seq, f"its worker died running it {unit.deaths[index]} "
+                                      f"times (the last {how})")
+        unit.payload = slicing.without_items(unit.payload, [index])
+        if isinstance(unit.ids, int):
+            seqs = list(range(unit.ids, unit.ids + unit.count))
+        else:
+            seqs = list(unit.ids)
+        del seqs[index]
+        unit.ids = protocol.compact_ids(seqs) if seqs else []
+        unit.count -= 1
+        unit.deaths = {(i if i < index else i - 1): n
+                       for i, n in unit.deaths.items() if i != index}
+
+    def stop(self):
+        """End every child: close its socket (it exits at end of file), then reap it."""
+        for child in self.children:
+            if child.fd is not None:
+                self.loop.unwatch(child.fd)
+                child.sock.close()
+                child.fd = None
+        deadline = time.monotonic() + 2.0
+        for child in self.children:
+            if child.pid is None:
+                continue
+            while time.monotonic() < deadline:
+                pid, _ = os.waitpid(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(child.pid, signal.SIGKILL)
+                os.waitpid(child.pid, 0)
+
+
+def describe_status(status):
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        return f"was killed by {signal.Signals(signum).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"

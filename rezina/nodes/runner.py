@@ -1,0 +1,145 @@
+"""The hydrant's runner thread: fires runs on schedule and pulls items from the user's
+iterable, only as far as the main thread has given permits (downstream credit)."""
+
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+
+class RunMark:
+    """A run's start or end, in the stream of items handed to the main thread."""
+
+    __slots__ = ('run', 'end', 'error')
+
+    def __init__(self, run, end=False, error=None):
+        self.run = run
+        self.end = end
+        self.error = error
+
+
+class Run:
+    """One firing of the source."""
+
+    __slots__ = ('id', 'label', 'started', 'next_seq', 'items', 'failed', 'acked',
+                 'exhausted', 'error', 'ended')
+
+    def __init__(self, run_id, label):
+        self.id = run_id
+        self.label = label
+        self.started = time.monotonic()
+        self.next_seq = 0      # items pulled from the user's iterable
+        self.items = 0         # items sent
+        self.failed = 0        # items that could not be encoded
+        self.acked = 0
+        self.exhausted = False
+        self.error = None
+        self.ended = None
+
+    @property
+    def complete(self):
+        return self.exhausted and self.acked == self.items
+
+
+class Permits:
+    """How many more items the runner may pull; given by the main thread."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._available = 0
+        self.closed = False
+
+    def give(self, count):
+        with self._cond:
+            self._available += count
+            self._cond.notify()
+
+    def take(self):
+        """All permits available, waiting for at least one; 0 once closed."""
+        with self._cond:
+            while not self._available and not self.closed:
+                self._cond.wait()
+            if self.closed:
+                return 0
+            count, self._available = self._available, 0
+            return count
+
+    def close(self):
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class Runner(threading.Thread):
+    """Calls the source function on every tick and hands its items to the main thread."""
+
+    def __init__(self, func, args, kwargs, schedule, name_run, wake, overlap_busy):
+        super().__init__(name='rz-runner', daemon=True)
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.schedule = schedule
+        self.name_run = name_run          # Tick -> Run
+        self.wake = wake                  # wakes the main thread
+        self.busy = overlap_busy          # () -> True while an earlier run is in flight
+        self.handoff = deque()
+        self.permits = Permits()
+        self.stop = threading.Event()
+        self.pulled = 0
+        self.woken = False
+        self.skipped = 0
+
+    def _hand(self, thing):
+        self.handoff.append(thing)
+        if not self.woken:
+            self.woken = True
+            self.wake()
+
+    def run(self):
+        try:
+            for tick in self.schedule.ticks(self.stop):
+                if self.busy():
+                    self.skipped += 1
+                    log.warning("tick %s skipped: the previous run is still in flight",
+                                tick.label)
+                    continue
+                self._fire(self.name_run(tick))
+                if self.permits.closed:
+                    break
+        finally:
+            self._hand(None)     # the runner is done
+
+    def _fire(self, run):
+        self._hand(RunMark(run))
+        error = None
+        budget = 0
+        try:
+            iterable = self.func(*self.args, **self.kwargs)
+            if iterable is None:
+                iterable = ()
+            iterator = iter(iterable)
+            hand = self.handoff.append
+            while True:
+                if not budget:
+                    budget = self.permits.take()
+                    if not budget:
+                        break
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                budget -= 1
+                self.pulled += 1
+                hand(item)
+                if not self.woken:
+                    self.woken = True
+                    self.wake()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.debug("run %s raised:\n%s", run.id, traceback.format_exc())
+        if budget:
+            self.permits.give(budget)    # unused: the next run may pull them
+        self._hand(RunMark(run, end=True, error=error))

@@ -1,0 +1,62 @@
+"""Endpoints as written on the command line: '-', or a ZeroMQ address to bind or connect.
+
+A bare --out address binds and a bare --in address connects; '@addr' forces a bind and
+'>addr' a connect. A bound tcp port may be '*' (any free port; the node logs the one it got).
+"""
+
+import re
+from dataclasses import dataclass
+
+from rezina.errors import BadEndpoint
+
+_TCP = re.compile(r'^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(\*|\d{1,5})$')
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an edge goes: stdio, or a ZeroMQ address and whether this side binds."""
+
+    address: str      # '-' for stdin/stdout
+    bind: bool = False
+
+    @property
+    def is_stdio(self):
+        return self.address == '-'
+
+    def __str__(self):
+        if self.is_stdio:
+            return '-'
+        return ('@' if self.bind else '>') + self.address
+
+
+def parse_endpoint(text, option, bind_by_default):
+    """Parse TEXT given to OPTION ('--in' or '--out')."""
+    if text == '-':
+        return Endpoint('-')
+    bind = bind_by_default
+    address = text
+    if text[:1] in ('@', '>'):
+        bind = text[0] == '@'
+        address = text[1:]
+    if address.startswith('tcp://'):
+        match = _TCP.match(address)
+        if not match:
+            raise BadEndpoint(f"{option} {text!r}: expected tcp://HOST:PORT")
+        host, port = match.groups()
+        if port == '*':
+            if not bind:
+                raise BadEndpoint(f"{option} {text!r}: a port of '*' only works when binding")
+        elif not 0 < int(port) < 65536:
+            raise BadEndpoint(f"{option} {text!r}: port {port} is not between 1 and 65535")
+        if host == '*' and not bind:
+            raise BadEndpoint(f"{option} {text!r}: cannot connect to host '*'")
+    elif address.startswith('ipc://'):
+        if len(address) == len('ipc://'):
+            raise BadEndpoint(f"{option} {text!r}: expected ipc://PATH")
+        if len(address.encode()) - len('ipc://') > 107:
+            raise BadEndpoint(f"{option} {text!r}: an ipc path may have at most 107 bytes")
+    else:
+        raise BadEndpoint(
+            f"{option} {text!r}: expected '-', tcp://HOST:PORT or ipc://PATH "
+            f"(prefix '@' to bind, '>' to connect)")
+    return Endpoint(address, bind)

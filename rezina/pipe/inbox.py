@@ -1,0 +1,97 @@
+"""The consumer end of edges over ZeroMQ: grant credit, take batches, acknowledge them in
+ranges, and know when every producer has ended its stream."""
+
+import logging
+
+from rezina.pipe import codec, protocol
+
+log = logging.getLogger(__name__)
+
+
+class Inbox:
+    """Credit and acknowledgements towards every producer of one node."""
+
+    role = 'consumer'
+
+    def __init__(self, network, on_batch, window, producers=0):
+        self.network = network
+        self.on_batch = on_batch
+        self.window = window
+        self.producers = producers    # --producers: how many must be heard from
+        self.heard = set()
+        self.received = 0
+
+    def handle(self, link, kind, header, payload):
+        if kind == protocol.BATCH:
+            if payload is None:
+                raise ValueError("a batch without payload")
+            batch = protocol.Batch.from_header(header, payload)
+            batch.origin = link
+            link.granted = max(0, link.granted - batch.count)
+            self.received += batch.count
+            self.on_batch(batch)
+        elif kind == protocol.EOS:
+            link.eos = True
+            log.debug("%s: end of stream from %s", self.network.node_name, link.node)
+        else:
+            raise ValueError(f"unexpected {kind!r} from a producer")
+
+    def ack(self, batch):
+        """Acknowledge batch to the producer it came from, with the next flush."""
+        link = batch.origin
+        if link is not None:
+            link.acks.append(batch.no)
+
+    def link_added(self, link):
+        if link.session is not None or link.port.bound:
+            self.heard.add((link.port, link.key))
+
+    def link_lost(self, link):
+        link.granted = 0
+
+    def link_reset(self, link):
+        link.granted = 0
+        link.eos = False
+        link.acks.clear()
+        self.heard.add((link.port, link.key))
+
+    def flush(self, used):
+        """Send pending acknowledgements, then credit up to window - used items."""
+        links = self.network.links_of(self)
+        for link in links:
+            if link.acks:
+                if link.alive:
+                    link.send(protocol.ACK, codec.packb(protocol.ranges_of(link.acks)))
+                link.acks.clear()
+        live = [link for link in links if link.alive and not link.eos]
+        if not live:
+            return
+        outstanding = sum(link.granted for link in live)
+        free = self.window - used - outstanding
+        if free <= 0:
+            return
+        starving = any(link.granted == 0 for link in live)
+        if free < max(1, self.window // 8) and not starving:
+            return
+        share = max(1, free // len(live))
+        for link in sorted(live, key=_granted_of):
+            give = min(share, free)
+            if give <= 0:
+                break
+            link.granted += give
+            free -= give
+            link.send(protocol.CREDIT, codec.packb(give))
+
+    def ended(self):
+        """True when every producer heard from (and at least --producers) said EOS."""
+        links = self.network.links_of(self)
+        for link in links:
+            if link.session is not None:
+                self.heard.add((link.port, link.key))
+        if len(self.heard) < max(1, self.producers):
+            return False
+        return all(link.eos for link in links if link.alive or not link.port.bound)
+
+
+def _granted_of(link):
+    return link.granted

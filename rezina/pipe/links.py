@@ -1,0 +1,163 @@
+"""Peers over ZeroMQ ports: greeting, heartbeats and loss, for both ends of an edge.
+
+A Link is one peer seen through one Port. The connecting side greets first (HELLO); the
+bound side answers, and answers HELLO to anything from a peer it does not know, so a peer
+that reconnects after a restart greets again. Every link is pinged each heartbeat interval;
+a peer silent for PEER_LOST_AFTER is lost. A lost link on a ROUTER is forgotten (a peer
+that comes back has a new routing id); a lost link on a DEALER waits for its peer.
+"""
+
+import logging
+import time
+
+from rezina import defaults
+from rezina.pipe import codec, protocol
+
+log = logging.getLogger(__name__)
+
+_NO_HEADER = codec.packb(None)
+
+
+class Link:
+    """One peer through one port."""
+
+    __slots__ = ('port', 'key', 'session', 'node', 'last_seen', 'last_sent', 'alive',
+                 'credit', 'unacked', 'granted', 'eos', 'acks', 'name')
+
+    def __init__(self, port, key, now):
+        self.port = port
+        self.key = key
+        self.session = None
+        self.node = '?'
+        self.last_seen = now
+        self.last_sent = 0.0
+        self.alive = True
+        self.credit = 0        # producer side: items the consumer will take
+        self.unacked = {}      # producer side: batch no -> Batch sent, not acknowledged
+        self.granted = 0       # consumer side: credit given and not yet used
+        self.eos = False       # consumer side: the producer said end of stream
+        self.acks = []         # consumer side: batch numbers to acknowledge
+        self.name = port.address
+
+    def send(self, kind, header=_NO_HEADER, payload=None, now=None):
+        frames = [kind, header] if payload is None else [kind, header, payload]
+        self.last_sent = now or time.monotonic()
+        return self.port.send(self.key, frames)
+
+    def __repr__(self):
+        return f"<Link {self.node} via {self.name}>"
+
+
+class Network:
+    """All ports of a node, one role each; dispatches their messages to the role's edge."""
+
+    def __init__(self, node_name, clock=time.monotonic):
+        self.node_name = node_name
+        self.session = protocol.new_session()
+        self.clock = clock
+        self.links = {}          # (port, key) -> Link
+        self.roles = {}          # port -> edge object (Inbox or Outbox)
+        self.rejected = 0
+        self._hello = None
+
+    def hello_header(self, role):
+        return codec.packb({'node': self.node_name, 'session': self.session, 'role': role})
+
+    def add_port(self, port, edge):
+        """Attach port to edge; a connecting port greets its peer at once."""
+        self.roles[port] = edge
+        if not port.bound:
+            link = Link(port, None, self.clock())
+            self.links[(port, None)] = link
+            link.send(protocol.HELLO, self.hello_header(edge.role))
+            edge.link_added(link)
+
+    def receive(self, port):
+        """Handle every message waiting on port."""
+        edge = self.roles[port]
+        sock = port.socket
+        now = self.clock()
+        while sock.poll(0):
+            key, frames = port.recv()
+            if len(frames) < 2 or frames[0] not in protocol.KINDS:
+                self._reject(port, "a frame that is not rezina's protocol")
+                continue
+            kind = frames[0]
+            link = self.links.get((port, key))
+            if kind == protocol.HELLO:
+                link = self._greeted(port, key, link, frames[1], edge, now)
+                continue
+            if link is None:
+                # a peer we do not know (we restarted, or it was lost): ask it to greet
+                port.send(key, [protocol.HELLO, self.hello_header(edge.role)])
+                continue
+            link.last_seen = now
+            if not link.alive:
+                self._revive(link, edge)
+            if kind != protocol.PING:
+                try:
+                    edge.handle(link, kind, frames[1], frames[2] if len(frames) > 2 else None)
+                except (ValueError, TypeError, KeyError) as exc:
+                    self._reject(port, f"a malformed message ({exc})")
+
+    def _greeted(self, port, key, link, header, edge, now):
+        try:
+            hello = codec.unpackb(header)
+            session, node = hello['session'], hello['node']
+        except Exception:
+            self._reject(port, "a malformed greeting")
+            return link
+        if link is None:
+            link = self.links[(port, key)] = Link(port, key, now)
+            link.session, link.node = session, node
+            link.send(protocol.HELLO, self.hello_header(edge.role))
+            log.debug("%s: %s joined via %s", self.node_name, node, port.address)
+            edge.link_added(link)
+            return link
+        link.last_seen = now
+        link.node = node
+        if link.session != session:
+            restarted = link.session is not None
+            link.session = session
+            if not port.bound:
+                link.send(protocol.HELLO, self.hello_header(edge.role))
+            if restarted:
+                log.info("%s: %s at %s restarted", self.node_name, node, port.address)
+                edge.link_reset(link)
+        if not link.alive:
+            self._revive(link, edge)
+        return link
+
+    def _revive(self, link, edge):
+        link.alive = True
+        log.info("%s: %s at %s is back", self.node_name, link.node, link.name)
+        edge.link_reset(link)
+
+    def _reject(self, port, what):
+        self.rejected += 1
+        if self.rejected <= 10 or self.rejected % 1000 == 0:
+            log.warning("%s: dropped %s on %s (%d so far)",
+                        self.node_name, what, port.address, self.rejected)
+
+    def tick(self):
+        """Ping quiet links and lose silent ones; call at least once a heartbeat interval."""
+        now = self.clock()
+        for (port, key), link in list(self.links.items()):
+            if link.alive and now - link.last_seen > defaults.PEER_LOST_AFTER:
+                link.alive = False
+                log.warning("%s: lost %s at %s (silent for %.0f s)", self.node_name,
+                            link.node, link.name, now - link.last_seen)
+                self.roles[port].link_lost(link)
+                if port.bound:
+                    del self.links[(port, key)]
+                continue
+            if now - link.last_sent >= defaults.HEARTBEAT_INTERVAL:
+                if not link.send(protocol.PING, now=now) and port.bound:
+                    link.last_seen = 0.0   # the ROUTER dropped it: lose it next tick
+
+    def links_of(self, edge):
+        return [link for link in self.links.values() if self.roles[link.port] is edge]
+
+    def close(self, linger=None):
+        for port in self.roles:
+            port.close(linger)

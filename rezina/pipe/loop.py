@@ -1,0 +1,71 @@
+"""The one-thread event loop of a node: ZeroMQ sockets, file descriptors and a wake-up pipe
+that threads and signal handlers write to."""
+
+import math
+import os
+import signal
+
+import zmq
+
+
+class Loop:
+    """Polls sockets and fds and calls their handlers."""
+
+    def __init__(self):
+        self.poller = zmq.Poller()
+        self.handlers = {}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.watch(self._wake_r, self._drain_wake)
+        self.signalled = None
+
+    def watch(self, target, handler, events=zmq.POLLIN):
+        """Call handler(target, events) when target is ready; target is a socket or fd."""
+        self.handlers[target] = handler
+        self.poller.register(target, events)
+
+    def modify(self, target, events):
+        self.poller.modify(target, events)
+
+    def unwatch(self, target):
+        self.handlers.pop(target, None)
+        self.poller.unregister(target)
+
+    def private_fds(self):
+        return (self._wake_r, self._wake_w)
+
+    def wake(self):
+        """Make the current or next poll return; safe from any thread."""
+        try:
+            os.write(self._wake_w, b'w')
+        except BlockingIOError:
+            pass
+
+    def _drain_wake(self, fd, events):
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def catch_signals(self, signums=(signal.SIGTERM, signal.SIGINT)):
+        """Record the last of signums received in self.signalled and wake the loop."""
+        def record(signum, frame):
+            self.signalled = signum
+        for signum in signums:
+            signal.signal(signum, record)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def poll(self, timeout):
+        """Wait up to timeout seconds (None: forever) and dispatch what is ready."""
+        ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        for target, events in self.poller.poll(ms):
+            handler = self.handlers.get(target)
+            if handler is not None:
+                handler(target, events)
+
+    def close(self):
+        signal.set_wakeup_fd(-1)
+        os.close(self._wake_r)
+        os.close(self._wake_w)

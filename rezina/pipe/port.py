@@ -1,0 +1,77 @@
+"""One ZeroMQ socket of an edge: a ROUTER on the bound side, a DEALER on the connecting one.
+
+A Port hides which of the two it is: messages go to and come from a peer key (the routing
+id on a ROUTER, None on a DEALER, whose one peer is the endpoint it connects to).
+"""
+
+import errno
+import logging
+
+import zmq
+
+from rezina import defaults
+from rezina.errors import AddressInUse, BadEndpoint
+
+log = logging.getLogger(__name__)
+
+
+class Port:
+    """A bound ROUTER or a connected DEALER for one endpoint."""
+
+    def __init__(self, context, endpoint, name):
+        self.endpoint = endpoint
+        self.bound = endpoint.bind
+        self.socket = context.socket(zmq.ROUTER if self.bound else zmq.DEALER)
+        sock = self.socket
+        sock.setsockopt(zmq.LINGER, defaults.LINGER_MS)
+        sock.setsockopt(zmq.SNDHWM, 0)   # credit bounds every queue; never drop silently
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        ivl = int(defaults.HEARTBEAT_INTERVAL * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(defaults.PEER_LOST_AFTER * 1000))
+        if self.bound:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.address = self._bind(endpoint.address, name)
+        else:
+            self.address = endpoint.address
+            sock.connect(endpoint.address)
+
+    def _bind(self, address, name):
+        try:
+            if address.startswith('tcp://') and address.endswith(':*'):
+                port = self.socket.bind_to_random_port(address[:-2])
+                address = f"{address[:-2]}:{port}"
+            else:
+                self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse(f"cannot bind {address}: address already in use") from None
+            raise BadEndpoint(f"cannot bind {address}: {exc.strerror}") from None
+        if address.startswith('tcp://'):
+            log.info("%s: bound %s", name, self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        return address
+
+    def send(self, peer, frames):
+        """Send frames to peer; False if a ROUTER no longer knows the peer."""
+        try:
+            if self.bound:
+                self.socket.send_multipart([peer, *frames], copy=False)
+            else:
+                self.socket.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
+
+    def recv(self):
+        """(peer, frames) of one waiting message."""
+        frames = self.socket.recv_multipart()
+        if self.bound:
+            return frames[0], frames[1:]
+        return None, frames
+
+    def close(self, linger=None):
+        self.socket.close(linger=defaults.LINGER_MS if linger is None else linger)

@@ -1,0 +1,114 @@
+"""The edge protocol's messages, and the batch they carry.
+
+Every message is a ZeroMQ multipart message [kind, header] or, for a batch,
+[kind, header, payload]; a ROUTER socket prefixes the peer's routing id. The header is
+msgpack. Kinds and headers:
+
+    HELLO   {'node': str, 'session': str, 'role': 'producer'|'consumer'}
+            sent first by the connecting side, answered by the bound side
+    CREDIT  n                 consumer -> producer: n more items may be sent
+    BATCH   [no, run, ids, count], payload
+            producer -> consumer; `no` is the producer's batch number, `ids` the first
+            sequence number of a plain range of `count` items or a list of `count` seqs
+    ACK     [[first, end], ...]   consumer -> producer: batch numbers finished, as ranges
+    EOS     None              producer -> consumer: no batch will follow
+    PING    None              both ways, every heartbeat interval
+    BYE     None              consumer -> producer: leaving; redeliver what it held
+
+Batches are the unit of flow and of acknowledgement: one wire batch carries items of one
+run, and everything done to its items (credit, acks, redelivery) is done per batch.
+"""
+
+import os
+
+from rezina.pipe import codec
+
+HELLO = b'H'
+CREDIT = b'C'
+BATCH = b'B'
+ACK = b'A'
+EOS = b'E'
+PING = b'P'
+BYE = b'Q'
+
+KINDS = frozenset((HELLO, CREDIT, BATCH, ACK, EOS, PING, BYE))
+
+
+def new_session():
+    """A random tag a node sends in HELLO, so a peer can tell a restart from a reconnect."""
+    return os.urandom(6).hex()
+
+
+class Batch:
+    """Items of one run on the wire: `payload` is their msgpack array."""
+
+    __slots__ = ('no', 'run', 'ids', 'count', 'payload', 'origin', 'parts')
+
+    def __init__(self, run, ids, count, payload, no=None, origin=None):
+        self.no = no
+        self.run = run
+        self.ids = ids
+        self.count = count
+        self.payload = payload
+        self.origin = origin    # the Link it came from, or the input batch it derives from
+        self.parts = 0          # outputs derived from this batch not yet acknowledged
+
+    def header(self):
+        return codec.packb([self.no, self.run, self.ids, self.count])
+
+    @classmethod
+    def from_header(cls, header, payload):
+        no, run, ids, count = codec.unpackb(header)
+        if not isinstance(run, str) or not isinstance(count, int):
+            raise ValueError("malformed batch header")
+        if not isinstance(ids, (int, list)) or (isinstance(ids, list) and len(ids) != count):
+            raise ValueError("malformed batch ids")
+        return cls(run, ids, count, payload, no=no)
+
+    def seqs(self):
+        """The sequence numbers of the items, in order."""
+        if isinstance(self.ids, int):
+            return range(self.ids, self.ids + self.count)
+        return self.ids
+
+    def item_id(self, index):
+        ids = self.ids
+        seq = ids + index if isinstance(ids, int) else ids[index]
+        return f"{self.run}:{seq}"
+
+    def item_ids(self):
+        run = self.run
+        return [f"{run}:{seq}" for seq in self.seqs()]
+
+    def first_id(self):
+        return self.item_id(0) if self.count else f"{self.run}:-"
+
+
+def seqs_without(batch, bad_indexes):
+    """The ids of batch less the items at bad_indexes, as a plain start or a list."""
+    skip = set(bad_indexes)
+    kept = [seq for index, seq in enumerate(batch.seqs()) if index not in skip]
+    return compact_ids(kept)
+
+
+def compact_ids(seqs):
+    """A plain start when seqs are consecutive ints, else the list itself."""
+    if seqs and all(type(s) is int for s in seqs) and seqs[-1] - seqs[0] == len(seqs) - 1:
+        return seqs[0]
+    return list(seqs)
+
+
+def ranges_of(numbers):
+    """[[first, end), ...] covering the sorted ints in numbers."""
+    out = []
+    for n in sorted(numbers):
+        if out and out[-1][1] == n:
+            out[-1][1] = n + 1
+        else:
+            out.append([n, n + 1])
+    return out
+
+
+def numbers_in(ranges):
+    for first, end in ranges:
+        yield from range(first, end)

@@ -1,0 +1,155 @@
+"""Edges over OS pipes: a msgpack stream of batch records, read and written as they come.
+
+A record is the msgpack array [run, ids, count, payload]. There is no back channel: the
+pipe's buffer is the window, end of file is end of stream, and a batch counts as
+acknowledged once it is written whole into the pipe.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import stat
+from collections import deque
+
+import msgpack
+
+from rezina.pipe import codec, protocol
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+
+
+class DownstreamClosed(Exception):
+    """The reader of our output went away (EPIPE)."""
+
+
+class PipeWriter:
+    """Writes batches to an fd without blocking the node, when the fd is a pipe."""
+
+    role = 'producer'
+
+    def __init__(self, fd, on_acked):
+        self.fd = fd
+        self.on_acked = on_acked
+        self.buffer = bytearray()
+        self.written = 0          # bytes written since the start
+        self.queued = 0           # bytes queued since the start
+        self.marks = deque()      # (end offset, batch) of records not fully written
+        self.pending_items = 0
+        self.eos_sent = False
+        self._flags = None
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            # only a pipe is ours alone; a tty or file is shared with the shell
+            self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | os.O_NONBLOCK)
+
+    def offer(self, batch):
+        record = msgpack.packb([batch.run, batch.ids, batch.count, batch.payload],
+                               use_bin_type=True)
+        self.buffer += record
+        self.queued += len(record)
+        self.marks.append((self.queued, batch))
+        self.pending_items += batch.count
+
+    def credit(self):
+        return 1 << 30 if len(self.buffer) < READ_SIZE else 0
+
+    @property
+    def idle(self):
+        return not self.buffer
+
+    @property
+    def wants_write(self):
+        return bool(self.buffer)
+
+    def pump(self):
+        """Write what the pipe takes now; report the batches that are now whole in it."""
+        while self.buffer:
+            try:
+                n = os.write(self.fd, self.buffer)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                raise DownstreamClosed() from None
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    raise DownstreamClosed() from None
+                raise
+            del self.buffer[:n]
+            self.written += n
+        while self.marks and self.marks[0][0] <= self.written:
+            batch = self.marks.popleft()[1]
+            self.pending_items -= batch.count
+            self.on_acked(batch)
+
+    def ready_to_finish(self):
+        return True
+
+    def finish(self):
+        self.eos_sent = True
+
+    def close(self):
+        if self._flags is not None:
+            try:
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, self._flags)
+            except OSError:
+                pass
+
+
+class PipeReader:
+    """Reads batch records from an fd as they arrive."""
+
+    role = 'consumer'
+
+    def __init__(self, fd, name='stdin'):
+        self.fd = fd
+        self.name = name
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+        self.eos = False
+        self.received = 0
+        self.fed = 0
+
+    def read(self):
+        """Batches whole in what the fd holds now; sets eos at end of file."""
+        data = os.read(self.fd, READ_SIZE)
+        if not data:
+            self.eos = True
+            if self.unpacker.tell() < self.fed:
+                raise ValueError(f"{self.name} ended in the middle of a record")
+            return []
+        self.unpacker.feed(data)
+        self.fed += len(data)
+        batches = []
+        for record in self.unpacker:
+            try:
+                run, ids, count, payload = record
+                batch = protocol.Batch(run, ids, count, payload)
+                if not isinstance(run, str) or not isinstance(payload, bytes):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name} is not a rezina record stream "
+                                 f"(pipe rz commands together, or see --in-format)") from None
+            batches.append(batch)
+            self.received += count
+        return batches
+
+    def ack(self, batch):
+        """Nothing to do: a pipe has no back channel."""
+
+    def ended(self):
+        return self.eos
+
+
+def encode_record_stream(batches):
+    """The bytes of batches as a pipe stream (for tests and tools)."""
+    return b''.join(msgpack.packb([b.run, b.ids, b.count, b.payload], use_bin_type=True)
+                    for b in batches)
+
+
+def batch_of(run, first_seq, items):
+    payload, bad = codec.encode_items(items)
+    if bad:
+        raise ValueError(f"items do not encode: {bad}")
+    return protocol.Batch(run, first_seq, len(items), payload)

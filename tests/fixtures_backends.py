@@ -1,0 +1,65 @@
+"""User backends that tests/test_backends.py names as MODULE:CLASS sinks."""
+
+import json
+
+from rezina.backends import StorageBackend
+
+
+class CallLog(StorageBackend):
+    """Append one JSON line per call (open, write with its message, close) to `path`."""
+
+    def __init__(self, logger, path, label='calls'):
+        super().__init__(logger, path, label=label)
+        self.path = path
+        self.label = label
+
+    def _log(self, call, **fields):
+        with open(self.path, 'a', encoding='utf-8') as log_file:
+            log_file.write(json.dumps({'call': call, **fields}) + '\n')
+
+    def open(self):
+        self._log('open', label=self.label, logger=self.logger.name)
+
+    def write(self, message):
+        self._log('write', message=message)
+
+    def close(self):
+        self._log('close')
+
+
+class FailingWrite(StorageBackend):
+    """A backend whose write() always raises TypeError."""
+
+    def write(self, message):
+        raise TypeError(f"cannot store {type(message).__name__}")
+
+
+class FailingOpen(StorageBackend):
+    """A backend whose open() cannot reach its store."""
+
+    def open(self):
+        raise ConnectionRefusedError("store at 127.0.0.1:9 refused the connection")
+
+    def write(self, message):
+        pass
+
+
+class NeedsAnArgument(StorageBackend):
+    """A backend built with one required argument after the logger."""
+
+    def __init__(self, logger, where):
+        super().__init__(logger, where)
+
+    def write(self, message):
+        pass
+
+
+class NotABackend:
+    """Has write() but does not derive from StorageBackend."""
+
+    def write(self, message):
+        pass
+
+
+def not_a_class(message):
+    """A function, not a backend class."""
