@@ -2,6 +2,7 @@
 errors into one line on stderr and an exit status."""
 
 import logging
+import re
 import signal
 import sys
 
@@ -20,11 +21,19 @@ def parse(doc, argv, prog):
     try:
         return docopt(doc, argv, version=f"{prog} {__version__}")
     except DocoptExit as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else 'bad usage'
-        if first.lower().startswith('usage:'):
-            first = 'bad usage'
-        raise UsageError(f"{first} (see {prog} --help)") from None
+        raise UsageError(f"{_usage_problem(str(exc))} (see {prog} --help)") from None
+
+
+def _usage_problem(text):
+    """docopt's complaint, in the words of the command line."""
+    first = text.strip().splitlines()[0] if text.strip() else ''
+    if 'unmatched' in first:
+        names = re.findall(r"Option\(.*?'(--?[\w-]+)'|Argument\(None, '([^']*)'", first)
+        words = [option or argument for option, argument in names]
+        return "unexpected or repeated " + ', '.join(repr(w) for w in words)
+    if not first or first.lower().startswith('usage:'):
+        return 'missing or misplaced arguments'
+    return first
 
 
 def setup_logging(level_name, prog):

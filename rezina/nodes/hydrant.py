@@ -94,9 +94,12 @@ class Hydrant(Node):
     def step(self):
         if self.runner.handoff or self.runner.woken:
             self._drain()
+        return None
+
+    def pump(self):
+        super().pump()
         if not self.stop_requested:
             self._give_permits()
-        return None
 
     def _drain(self):
         runner = self.runner

@@ -1,0 +1,92 @@
+"""Shared test set-up: run the real commands as processes, and stop every one by pid."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+
+
+def command(name):
+    """The path of an installed rz command, beside this Python."""
+    path = os.path.join(BIN, name)
+    return path if os.path.exists(path) else name
+
+
+class Processes:
+    """Starts commands and stops each by its pid at the end of the test."""
+
+    def __init__(self, tmp_path):
+        self.started = []
+        self.tmp_path = tmp_path
+
+    def start(self, args, **kwargs):
+        args = [command(args[0]), *args[1:]]
+        kwargs.setdefault('cwd', TESTS)
+        errfile = self.tmp_path / f"stderr-{len(self.started)}-{os.path.basename(args[0])}"
+        env = dict(os.environ, **kwargs.pop('env', {}))
+        with open(errfile, 'wb') as err:
+            proc = subprocess.Popen(args, env=env, stderr=err, **kwargs)
+        proc.errfile = errfile
+        self.started.append(proc)
+        return proc
+
+    def pipeline(self, *stages, stdout=subprocess.PIPE, **kwargs):
+        """Start stages joined by OS pipes, as a shell would; returns their Popens."""
+        procs = []
+        upstream = kwargs.pop('stdin', subprocess.DEVNULL)
+        for index, args in enumerate(stages):
+            last = index == len(stages) - 1
+            proc = self.start(args, stdin=upstream, stdout=stdout if last else subprocess.PIPE,
+                              **kwargs)
+            if procs:
+                procs[-1].stdout.close()    # only the next stage holds the read end
+            upstream = proc.stdout
+            procs.append(proc)
+        return procs
+
+    def stop_all(self):
+        for proc in self.started:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream:
+                    stream.close()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    processes = Processes(tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+def finish(proc, timeout=60):
+    """Wait for proc; return (exit status, stdout bytes, stderr text)."""
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out, stderr_of(proc)
+
+
+def stderr_of(proc):
+    return proc.errfile.read_text(encoding='utf-8', errors='replace')
+
+
+def wait_for(predicate, timeout=20.0, what='condition'):
+    """Poll predicate until true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

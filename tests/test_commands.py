@@ -1,0 +1,220 @@
+"""The stage commands in shell pipes: items, ids, errors and exit statuses."""
+
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import finish, stderr_of
+
+from rezina import exitcodes
+
+
+def run_pipeline(procs, *stages, timeout=60):
+    chain = procs.pipeline(*stages)
+    out, _ = chain[-1].communicate(timeout=timeout)
+    for proc in chain[:-1]:
+        proc.wait(timeout=timeout)
+    return [p.returncode for p in chain], out, [stderr_of(p) for p in chain]
+
+
+def json_lines(out):
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+def test_pipe_calls_the_function_on_every_item(procs):
+    codes, out, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '100'],
+        ['rz-notch', '-p', '2', '-t', '2', 'fixtures_funcs:double'], ['rz-bocca'])
+    assert codes == [0, 0, 0]
+    assert sorted(json_lines(out)) == [2 * i for i in range(100)]
+
+
+def test_none_drops_and_generator_fans_out(procs):
+    codes, out, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '30'],
+        ['rz-notch', 'fixtures_funcs:evens_only'],
+        ['rz-notch', 'fixtures_funcs:repeat_by_mod3'], ['rz-bocca'])
+    assert codes == [0, 0, 0, 0]
+    expected = sorted(i for i in range(0, 30, 2) for _ in range(i % 3))
+    assert sorted(json_lines(out)) == expected
+
+
+def test_fan_out_ids_extend_the_parent_id(procs, tmp_path):
+    db = tmp_path / 'fan.db'
+    codes, _, _ = run_pipeline(
+        procs, ['rz-hydrant', '--run-id', 'r1', 'fixtures_funcs:numbers', '6'],
+        ['rz-notch', 'fixtures_funcs:repeat_by_mod3'], ['rz-bocca', f'sqlite:{db}'])
+    assert codes == [0, 0, 0]
+    ids = {row[0] for row in sqlite3.connect(db).execute('SELECT rz_id FROM items')}
+    assert ids == {'r1:1.0', 'r1:2.0', 'r1:2.1', 'r1:4.0', 'r1:5.0', 'r1:5.1'}
+
+
+def test_class_method_runs_on_an_instance_per_worker(procs):
+    codes, out, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '50'],
+        ['rz-notch', '-p', '2', 'fixtures_funcs:Scaler.scale'], ['rz-bocca'])
+    assert codes == [0, 0, 0]
+    rows = json_lines(out)
+    assert sorted(r['value'] for r in rows) == [10 * i for i in range(50)]
+    assert 1 <= len({r['pid'] for r in rows}) <= 2
+
+
+def test_failing_items_fail_alone_and_are_named(procs):
+    codes, out, errs = run_pipeline(
+        procs, ['rz-hydrant', '--run-id', 'r5', 'fixtures_funcs:numbers', '20'],
+        ['rz-notch', 'fixtures_funcs:fail_on_multiples_of_five'], ['rz-bocca'])
+    assert codes == [0, exitcodes.FAILED, 0]
+    assert sorted(json_lines(out)) == [i for i in range(20) if i % 5]
+    for seq in (0, 5, 10, 15):
+        assert f"item r5:{seq} failed: ValueError: {seq} is a multiple of five" in errs[1]
+    assert 'Traceback' not in errs[1]
+
+
+def test_a_source_that_raises_fails_its_run_but_keeps_its_items(procs):
+    codes, out, errs = run_pipeline(
+        procs, ['rz-hydrant', '--run-id', 'broken', 'fixtures_funcs:fail_after', '7'],
+        ['rz-bocca'])
+    assert codes == [exitcodes.FAILED, 0]
+    assert sorted(json_lines(out)) == list(range(7))
+    assert "run broken failed after 7 items: RuntimeError: source broke after 7 items" \
+        in errs[0]
+
+
+def test_unicode_city_names_arrive_unchanged(procs, tmp_path):
+    from fixtures_funcs import CITIES
+    db = tmp_path / 'cities.db'
+    codes, out, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:cities'],
+        ['rz-notch', '-p', '2', 'fixtures_funcs:identity'], ['rz-bocca', f'sqlite:{db}'])
+    assert codes == [0, 0, 0]
+    stored = [r[0] for r in sqlite3.connect(db).execute('SELECT city FROM items ORDER BY rank')]
+    assert stored == CITIES
+    codes, out, _ = run_pipeline(procs, ['rz-hydrant', 'fixtures_funcs:cities'], ['rz-bocca'])
+    assert [r['city'] for r in sorted(json_lines(out), key=lambda r: r['rank'])] == CITIES
+
+
+def test_awkward_values_round_trip_or_fail_alone(procs):
+    codes, out, errs = run_pipeline(
+        procs, ['rz-hydrant', '--run-id', 'odd', 'fixtures_funcs:awkward_items'],
+        ['rz-notch', 'fixtures_funcs:describe'], ['rz-bocca'])
+    rows = {r['kind']: r for r in json_lines(out)}
+    assert rows['naive']['shown'] == '2024-03-01T12:30:05'
+    assert rows['aware']['shown'] == '2024-03-01T12:30:05+05:30'
+    assert rows['bytes']['type'] == 'bytes' and rows['str']['type'] == 'str'
+    assert rows['int keys']['shown'] == "{1: 'one', 2: 'two'}"
+    assert 'last' in rows
+    assert set(rows) == {'naive', 'aware', 'bytes', 'str', 'int keys', 'last'}
+    assert codes[0] == exitcodes.FAILED and codes[1] == exitcodes.FAILED
+    assert "item odd:4 cannot be sent: int 1180591620717411303424 does not fit in 64 bits" \
+        in errs[0]
+    assert "item odd:5 cannot be sent: str holds a lone surrogate" in errs[0]
+    assert "item odd:8 cannot be sent: type set is not supported" in errs[0]
+    assert "item odd:7 failed" in errs[1] and "dict key" in errs[1]
+
+
+def test_two_sources_never_share_an_id(procs, tmp_path):
+    db = tmp_path / 'two.db'
+    for args in (['7'], ['7', '100'], ['7']):
+        codes, _, _ = run_pipeline(
+            procs, ['rz-hydrant', 'fixtures_funcs:numbers', *args], ['rz-bocca', f'sqlite:{db}'])
+        assert codes == [0, 0]
+    rows = sqlite3.connect(db).execute('SELECT rz_id, rz_run FROM items').fetchall()
+    assert len(rows) == 21 and len({r[0] for r in rows}) == 21
+    assert len({r[1] for r in rows}) == 3
+
+
+def test_a_named_run_is_stored_once_when_repeated(procs, tmp_path):
+    db = tmp_path / 'named.db'
+    for _ in range(2):
+        codes, _, _ = run_pipeline(
+            procs, ['rz-hydrant', '--run-id', 'nightly-1', 'fixtures_funcs:records', '50'],
+            ['rz-bocca', f'sqlite:{db}'])
+        assert codes == [0, 0]
+    count, = sqlite3.connect(db).execute('SELECT COUNT(*) FROM items').fetchone()
+    assert count == 50
+
+
+def test_an_item_entering_an_idle_pipeline_reaches_the_sink_at_once(procs, tmp_path):
+    flag = tmp_path / 'go'
+    chain = procs.pipeline(
+        ['rz-hydrant', 'fixtures_funcs:one_then_wait', str(flag)],
+        ['rz-notch', 'fixtures_funcs:identity'], ['rz-bocca'])
+    sink = chain[-1]
+    first = sink.stdout.readline()       # arrives while the source still holds the second
+    assert json.loads(first) == 'first'
+    flag.touch()
+    assert json.loads(sink.stdout.readline()) == 'second'
+    assert [p.wait(timeout=20) for p in chain] == [0, 0, 0]
+
+
+def test_head_ends_the_pipeline_quietly_and_promptly(procs):
+    started = time.monotonic()
+    chain = procs.pipeline(
+        ['rz-hydrant', 'fixtures_funcs:numbers', '100000000'],
+        ['rz-notch', 'fixtures_funcs:identity'], ['rz-bocca'], ['head', '-n', '3'])
+    out, _ = chain[-1].communicate(timeout=20)
+    assert out.decode().splitlines() == ['0', '1', '2']
+    for proc in chain[:-1]:
+        proc.wait(timeout=10)
+    assert time.monotonic() - started < 15
+    for proc in chain[:-1]:
+        assert proc.returncode == exitcodes.DOWNSTREAM_CLOSED
+        assert 'Traceback' not in stderr_of(proc)
+        assert 'Error' not in stderr_of(proc)
+
+
+def test_batch_mode_flushes_under_steady_input(procs, tmp_path):
+    out = tmp_path / 'steady.jsonl'
+    feeder = procs.start(['rz-hydrant', '--every', '0.2', 'fixtures_funcs:numbers', '1'],
+                         stdout=subprocess.PIPE)
+    sink = procs.start(['rz-bocca', '--mode', 'batch', '--batch-size', '1000',
+                        '--flush-interval', '0.5', f'jsonl:{out}'], stdin=feeder.stdout)
+    feeder.stdout.close()
+
+    def lines():
+        return out.read_text().splitlines() if out.exists() else []
+    deadline = time.monotonic() + 20
+    while len(lines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(lines()) >= 3, "batch mode held steady input instead of flushing it"
+    assert feeder.poll() is None and sink.poll() is None
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['rz-hydrant', 'no_such_module:f'], "rz-hydrant: cannot import 'no_such_module:f'"),
+    (['rz-hydrant', 'fixtures_funcs:nope'], "has no attribute 'nope'"),
+    (['rz-notch', 'fixtures_funcs'], "expected MODULE:FUNCTION"),
+    (['rz-hydrant', '--out', 'udp://x:1', 'fixtures_funcs:numbers', '1'],
+     "--out 'udp://x:1': expected"),
+    (['rz-notch', '--in', 'tcp://127.0.0.1:*', 'fixtures_funcs:identity'],
+     "only works when binding"),
+    (['rz-bocca', 'nosuchsink'], "rz-bocca: unknown sink 'nosuchsink'"),
+    (['rz-hydrant', '--kwargs', '{bad', 'fixtures_funcs:numbers'], "--kwargs is not valid JSON"),
+    (['rz-notch', '-p', 'two', 'fixtures_funcs:identity'], "--processes 'two'"),
+    (['rz-bocca', '--mode', 'fast'], "--mode"),
+    (['rz-hydrant', '--every', '0', 'fixtures_funcs:numbers', '1'], "--every"),
+    (['rz-hydrant', '--bogus', 'fixtures_funcs:numbers'], "--bogus"),
+])
+def test_usage_errors_are_one_line_and_exit_2(procs, argv, message):
+    code, out, err = finish(procs.start(argv, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE))
+    assert code == exitcodes.USAGE
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out == b''
+
+
+def test_address_in_use_is_one_line(procs):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = finish(procs.start(
+            ['rz-hydrant', '--out', f'tcp://127.0.0.1:{port}', 'fixtures_funcs:numbers', '1'],
+            stdout=subprocess.PIPE))
+    assert code == exitcodes.FAILED
+    assert err.strip() == f"rz-hydrant: cannot bind tcp://127.0.0.1:{port}: address already in use"

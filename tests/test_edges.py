@@ -1,0 +1,97 @@
+"""Stages wired by ZeroMQ endpoints, across separate processes."""
+
+import signal
+import socket
+import sqlite3
+import subprocess
+
+import pytest
+
+from conftest import stderr_of, wait_for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def stored(db, table='items'):
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return [r[0] for r in conn.execute(f'SELECT rz_id FROM {table}')]
+    except sqlite3.OperationalError:
+        return []
+
+
+def start_chain(procs, db, n, order, notch_args=('-p', '2')):
+    """hydrant -> notch -> bocca over tcp, started in the given order of stage names."""
+    a, b = free_port(), free_port()
+    argv = {
+        'hydrant': ['rz-hydrant', '--run-id', 'r', '--out', f'tcp://127.0.0.1:{a}',
+                    'fixtures_funcs:numbers', str(n)],
+        'notch': ['rz-notch', *notch_args, '--in', f'tcp://127.0.0.1:{a}',
+                  '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:double'],
+        'bocca': ['rz-bocca', '--in', f'@tcp://127.0.0.1:{b}', f'sqlite:{db}'],
+    }
+    return {name: procs.start(argv[name], stdin=subprocess.DEVNULL) for name in order}
+
+
+@pytest.mark.parametrize('order', [('bocca', 'notch', 'hydrant'),
+                                   ('hydrant', 'notch', 'bocca'),
+                                   ('notch', 'hydrant', 'bocca')])
+def test_one_shot_over_endpoints_ends_with_every_node_exiting_0(procs, tmp_path, order):
+    db = tmp_path / 'out.db'
+    nodes = start_chain(procs, db, 5000, order)
+    for name in ('hydrant', 'notch', 'bocca'):
+        assert nodes[name].wait(timeout=60) == 0, stderr_of(nodes[name])
+    ids = stored(db)
+    assert len(ids) == 5000 and set(ids) == {f'r:{i}' for i in range(5000)}
+
+
+def test_ipc_endpoints_and_several_inputs(procs, tmp_path):
+    db = tmp_path / 'ipc.db'
+    left, right = f'ipc://{tmp_path}/left', f'ipc://{tmp_path}/right'
+    sink = procs.start(['rz-bocca', '--in', left, '--in', right, f'sqlite:{db}'])
+    sources = [procs.start(['rz-hydrant', '--name', name, '--out', address,
+                            'fixtures_funcs:numbers', '300'])
+               for name, address in (('left', left), ('right', right))]
+    for proc in (*sources, sink):
+        assert proc.wait(timeout=60) == 0, stderr_of(proc)
+    ids = stored(db)
+    assert len(ids) == 600 and len(set(ids)) == 600
+    assert {i.split('/')[0] for i in ids} == {'left', 'right'}
+
+
+def test_two_sources_into_one_bound_sink_never_share_an_id(procs, tmp_path):
+    db = tmp_path / 'shared.db'
+    port = free_port()
+    sink = procs.start(['rz-bocca', '--producers', '2', '--in', f'@tcp://127.0.0.1:{port}',
+                        f'sqlite:{db}'])
+    sources = [procs.start(['rz-hydrant', '--out', f'>tcp://127.0.0.1:{port}',
+                            'fixtures_funcs:numbers', '1000']) for _ in range(2)]
+    for proc in (*sources, sink):
+        assert proc.wait(timeout=60) == 0, stderr_of(proc)
+    ids = stored(db)
+    assert len(ids) == 2000 and len(set(ids)) == 2000
+
+
+def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
+    db = tmp_path / 'kill.db'
+    a, b = free_port(), free_port()
+    n = 20000
+    sink = procs.start(['rz-bocca', '--in', f'@tcp://127.0.0.1:{b}', f'sqlite:{db}'])
+    notches = [procs.start(['rz-notch', '--in', f'tcp://127.0.0.1:{a}',
+                            '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])
+               for _ in range(2)]
+    source = procs.start(['rz-hydrant', '--run-id', 'k', '--out', f'tcp://127.0.0.1:{a}',
+                          'fixtures_funcs:numbers', str(n)])
+    wait_for(lambda: len(stored(db)) > 500, timeout=60, what='items stored')
+    notches[0].send_signal(signal.SIGKILL)
+    for proc in (source, notches[1], sink):
+        assert proc.wait(timeout=120) == 0, stderr_of(proc)
+    ids = stored(db)
+    assert len(ids) == n and set(ids) == {f'k:{i}' for i in range(n)}
+    assert 'redelivering' in stderr_of(source)
