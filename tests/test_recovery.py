@@ -1,0 +1,112 @@
+"""rz-notch worker children that die: restarted, their items redelivered or quarantined."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+from conftest import stderr_of, wait_for
+
+from rezina import exitcodes
+
+
+def children_of(pid):
+    """Pids of the live children of pid, from /proc."""
+    kids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as stat:
+                fields = stat.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != 'Z':
+            kids.append(int(entry))
+    return kids
+
+
+def count(db):
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute('SELECT COUNT(*) FROM items').fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_killed_children_items_are_redelivered_and_stored_once(procs, tmp_path):
+    db = tmp_path / 'kills.db'
+    n = 20000
+    chain = procs.pipeline(
+        ['rz-hydrant', '--run-id', 'kk', 'fixtures_funcs:numbers', str(n)],
+        ['rz-notch', '-p', '4', 'fixtures_funcs:slow_identity'],
+        ['rz-bocca', f'sqlite:{db}'])
+    notch = chain[1]
+    rng = random.Random(7)
+    kills = 0
+    deadline = time.monotonic() + 90
+    while kills < 12 and chain[-1].poll() is None and time.monotonic() < deadline:
+        wait_for(lambda: len(children_of(notch.pid)) == 4 or chain[-1].poll() is not None,
+                 what='four live workers')
+        kids = children_of(notch.pid)
+        if kids and count(db) < n * 0.9:
+            os.kill(rng.choice(kids), signal.SIGKILL)
+            kills += 1
+        time.sleep(0.15)       # spread the kills over the run; not a synchronisation
+    assert kills >= 5, "the run ended before the children could be killed"
+    assert [p.wait(timeout=120) for p in chain] == [0, 0, 0], stderr_of(notch)
+    with sqlite3.connect(db) as conn:
+        ids = [r[0] for r in conn.execute('SELECT rz_id FROM items')]
+    assert len(ids) == n and set(ids) == {f'kk:{i}' for i in range(n)}
+    log = stderr_of(notch)
+    assert log.count('was killed by SIGKILL; restarting it') == kills
+
+
+def test_an_item_that_kills_its_worker_is_quarantined(procs):
+    chain = procs.pipeline(
+        ['rz-hydrant', '--run-id', 'p', 'fixtures_funcs:numbers', '40'],
+        ['rz-notch', '-p', '2', 'fixtures_funcs:die_on_poison'], ['rz-bocca'])
+    out, _ = chain[-1].communicate(timeout=60)
+    codes = [p.wait(timeout=30) for p in chain]
+    assert codes == [0, exitcodes.FAILED, 0]
+    assert sorted(int(x) for x in out.split()) == [i for i in range(40) if i != 13]
+    log = stderr_of(chain[1])
+    assert "item p:13 failed: quarantined: its worker died running it 3 times" in log
+    assert log.count('restarting it') == 3
+
+
+def test_max_deliveries_sets_the_quarantine_threshold(procs):
+    chain = procs.pipeline(
+        ['rz-hydrant', '--run-id', 'q', 'fixtures_funcs:numbers', '20'],
+        ['rz-notch', '--max-deliveries', '1', 'fixtures_funcs:die_on_poison'], ['rz-bocca'])
+    out, _ = chain[-1].communicate(timeout=60)
+    assert [p.wait(timeout=30) for p in chain] == [0, exitcodes.FAILED, 0]
+    assert len(out.split()) == 19
+    assert "died running it 1 times" in stderr_of(chain[1])
+
+
+def test_periodic_source_runs_on_the_grid_until_stopped(procs):
+    source = procs.start(['rz-hydrant', '--every', '1', '--run-id', 'x',
+                          'fixtures_funcs:numbers', '2'], stdout=subprocess.PIPE)
+    assert source.wait(timeout=10) == exitcodes.USAGE
+    source = procs.start(['rz-hydrant', '--every', '1', '--name', 'tick',
+                          'fixtures_funcs:numbers', '2'], stdout=subprocess.PIPE)
+    sink = procs.start(['rz-bocca', '--mode', 'stream'], stdin=source.stdout,
+                       stdout=subprocess.PIPE)
+    source.stdout.close()
+    lines = [sink.stdout.readline() for _ in range(6)]     # three runs of two items
+    source.send_signal(signal.SIGTERM)
+    assert source.wait(timeout=10) == 0
+    rest, _ = sink.communicate(timeout=10)
+    assert sink.returncode == 0
+    assert [int(x) for x in lines] == [0, 1, 0, 1, 0, 1]
+    log = stderr_of(source)
+    runs = [line.split('run ')[1].split(' ')[0] for line in log.splitlines()
+            if 'complete:' in line]
+    assert len(runs) >= 3 and len(set(runs)) == len(runs)
+    labels = [run.split('/')[1] for run in runs]
+    assert all(label.startswith('20') and label.endswith('Z') for label in labels)
+    seconds = [int(label[13:15]) for label in labels]
+    assert all((b - a) % 60 == 1 for a, b in zip(seconds, seconds[1:]))
