@@ -4,6 +4,7 @@ their resource usage, and killed by process group when the stage passes its dead
 Runs in the bench's own process (bench/run.py).
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 
 SAMPLE_INTERVAL = 0.1       # seconds between two reads of the children's VmHWM
 STRAGGLER_GRACE = 1.0       # seconds a stage's leftover processes get to exit by themselves
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class StageTimeout(Exception):
@@ -46,8 +48,27 @@ def read_hwm_kib(pid):
     return None
 
 
+def become_subreaper():
+    """Have orphaned descendants (a killed node's workers) reparented to this process, so
+    that they can be reaped here rather than left as zombies under a container's pid 1."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans():
+    """Reap every exited child; call only when no started process is left unreaped."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def group_members(pgids):
-    """{pid: pgid} of every live process whose process group is one of pgids."""
+    """{pid: pgid} of every live (not zombie) process whose process group is one of
+    pgids."""
     members = {}
     for name in os.listdir('/proc'):
         if not name.isdigit():
@@ -57,8 +78,8 @@ def group_members(pgids):
                 fields = stat.read().rsplit(')', 1)[1].split()
         except (OSError, IndexError):
             continue
-        pgid = int(fields[2])    # after the command: state, ppid, pgrp
-        if pgid in pgids:
+        state, pgid = fields[0], int(fields[2])    # after the command: state, ppid, pgrp
+        if pgid in pgids and state != 'Z':
             members[int(name)] = pgid
     return members
 
@@ -123,6 +144,7 @@ class Stage:
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self):
+        become_subreaper()
         self._deadline = time.monotonic() + self.timeout
         self._watchdog.start()
         return self
@@ -209,15 +231,25 @@ class Stage:
     def _end_stragglers(self):
         """Processes left in a stage's groups after their leader exited: noted, then killed."""
         pgids = {proc.pid for proc in self.procs}
-        deadline = time.monotonic() + STRAGGLER_GRACE
-        members = group_members(pgids)
-        while members and time.monotonic() < deadline:
-            time.sleep(0.05)
-            members = group_members(pgids)
-        for pid, pgid in members.items():
-            self.stragglers.append({'pid': pid, 'group_of': pgid})
+        members = leftovers(pgids, STRAGGLER_GRACE)
+        if not self.timed_out:      # after a timeout, leftovers of killed leaders are normal
+            self.stragglers = [{'pid': pid, 'group_of': pgid}
+                               for pid, pgid in members.items()]
         for pgid in set(members.values()):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        leftovers(pgids, STRAGGLER_GRACE)
+
+
+def leftovers(pgids, grace):
+    """The live members of pgids once they are gone or grace seconds have passed; reaps the
+    orphans among them that exit meanwhile."""
+    deadline = time.monotonic() + grace
+    while True:
+        reap_orphans()
+        members = group_members(pgids)
+        if not members or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.05)

@@ -85,6 +85,7 @@ def reference(n, timeout):
     """The bare pyzmq chain: producer, worker, sink, PUSH/PULL over tcp loopback."""
     near, far = (LOOPBACK.format(port) for port in free_ports(2))
     report = tempfile.TemporaryFile()
+    timed_out = None
     with Stage('reference', timeout, BENCH_DIR) as stage:
         try:
             launch = time.monotonic()
@@ -93,7 +94,9 @@ def reference(n, timeout):
             stage.start('producer', script('reference.py') + ['producer', str(n), near])
             stage.wait_all()
         except StageTimeout as exc:
-            return broken('reference', stage, str(exc))
+            timed_out = str(exc)
+    if timed_out:
+        return broken('reference', stage, timed_out)
     report.seek(0)
     try:
         seen = json.loads(report.read())
@@ -105,13 +108,16 @@ def reference(n, timeout):
 def peer(n, timeout):
     """multiprocessing.Pool(2).imap(identity, range(N), chunksize=256)."""
     report = tempfile.TemporaryFile()
+    timed_out = None
     with Stage('peer', timeout, BENCH_DIR) as stage:
         try:
             launch = time.monotonic()
             parent = stage.start('pool parent', script('peer.py') + [str(n)], stdout=report)
             stage.wait_all()
         except StageTimeout as exc:
-            return broken('peer', stage, str(exc))
+            timed_out = str(exc)
+    if timed_out:
+        return broken('peer', stage, timed_out)
     report.seek(0)
     try:
         seen = json.loads(report.read())
@@ -146,6 +152,7 @@ def rezina(name, n, transport, timeout, func='identity', notch_options=()):
     hydrant = [command('rz-hydrant'), 'bench_funcs:items', str(n)]
     notch = [command('rz-notch'), *notch_options, f'bench_funcs:{func}']
     bocca = [command('rz-bocca'), 'null']
+    timed_out = None
     with Stage(name, timeout, BENCH_DIR) as stage:
         try:
             launch = time.monotonic()
@@ -164,7 +171,9 @@ def rezina(name, n, transport, timeout, func='identity', notch_options=()):
                 middle.popen.stdout.close()
             stage.wait_all()
         except StageTimeout as exc:
-            return broken(name, stage, str(exc))
+            timed_out = str(exc)
+    if timed_out:
+        return broken(name, stage, timed_out)
     report = bocca_report(sink)
     if report is None:
         return broken(name, stage, f"rz-bocca (pid {sink.pid}) logged no 'stored' line")

@@ -40,7 +40,8 @@ def import_target(spec):
             obj = getattr(obj, name)
         except AttributeError:
             raise UnknownFunction(
-                f"cannot import {spec!r}: {obj.__name__!r} has no attribute {name!r}"
+                f"cannot import {spec!r}: "
+                f"{getattr(obj, '__name__', type(obj).__name__)!r} has no attribute {name!r}"
             ) from None
     return obj
 

@@ -190,10 +190,6 @@ def test_payload_that_is_not_an_array_raises_value_error(payload):
         codec.decode_items(payload)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decode_items drops bytes after the batch array: the whole-payload unpackb fails with "
-    "ExtraData, and _decode_one_by_one reads only `count` items and never checks that "
-    "they end at len(payload)"))
 def test_trailing_bytes_after_the_array_raise_value_error():
     payload = codec.packb([1, 2]) + b'\x03'
     with pytest.raises(ValueError, match='batch payload'):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import finish, stderr_of
+from conftest import finish, stderr_of, wait_for
 
 from rezina import exitcodes
 
@@ -218,3 +218,40 @@ def test_address_in_use_is_one_line(procs):
             stdout=subprocess.PIPE))
     assert code == exitcodes.FAILED
     assert err.strip() == f"rz-hydrant: cannot bind tcp://127.0.0.1:{port}: address already in use"
+
+
+def test_user_backend_class_gets_items_with_its_arguments(procs, tmp_path):
+    calls = tmp_path / 'calls.jsonl'
+    codes, _, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '5'],
+        ['rz-bocca', '--mode', 'batch', '--args', json.dumps([str(calls)]),
+         '--kwargs', '{"label": "mine"}', 'fixtures_backends:CallLog'])
+    assert codes == [0, 0]
+    logged = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert logged[0] == {'call': 'open', 'label': 'mine', 'logger': logged[0]['logger']}
+    assert logged[-1] == {'call': 'close'}
+    written = [entry['message'] for entry in logged[1:-1]]
+    assert all(isinstance(message, list) for message in written)
+    assert sorted(x for message in written for x in message) == [0, 1, 2, 3, 4]
+
+
+def test_user_backend_in_stream_mode_gets_one_item_per_write(procs, tmp_path):
+    calls = tmp_path / 'calls.jsonl'
+    codes, _, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '5'],
+        ['rz-bocca', '--mode', 'stream', '--args', json.dumps([str(calls)]),
+         'fixtures_backends:CallLog'])
+    assert codes == [0, 0]
+    logged = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert sorted(e['message'] for e in logged if e['call'] == 'write') == [0, 1, 2, 3, 4]
+
+
+def test_a_bound_port_of_star_is_logged(procs):
+    source = procs.start(['rz-hydrant', '--out', 'tcp://127.0.0.1:*',
+                          'fixtures_funcs:numbers', '3'])
+    wait_for(lambda: 'bound tcp://127.0.0.1:' in stderr_of(source), what='the bound port')
+    port = int(stderr_of(source).split('bound tcp://127.0.0.1:')[1].split()[0])
+    sink = procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{port}'], stdout=subprocess.PIPE)
+    out, _ = sink.communicate(timeout=30)
+    assert sorted(json_lines(out)) == [0, 1, 2]
+    assert source.wait(timeout=30) == 0

@@ -81,7 +81,7 @@ def test_two_sources_into_one_bound_sink_never_share_an_id(procs, tmp_path):
 def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
     db = tmp_path / 'kill.db'
     a, b = free_port(), free_port()
-    n = 20000
+    n = 5000
     sink = procs.start(['rz-bocca', '--in', f'@tcp://127.0.0.1:{b}', f'sqlite:{db}'])
     notches = [procs.start(['rz-notch', '--in', f'tcp://127.0.0.1:{a}',
                             '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])

@@ -135,10 +135,6 @@ def test_bad_endpoint_is_a_usage_error():
         parse('udp://x', OUT)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "endpoint._TCP ends in '$', which also matches before a trailing newline, so "
-    "'tcp://127.0.0.1:5555\\n' parses (address keeps the newline) and fails later in "
-    "zmq connect with 'Invalid argument' instead of a usage error; use \\Z or fullmatch"))
 def test_tcp_address_with_trailing_newline_is_refused():
     refused('tcp://127.0.0.1:5555\n', IN)
 
@@ -251,10 +247,6 @@ def test_class_whose_constructor_raises_is_refused_with_the_reason():
         "RuntimeError: no database configured")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "target.import_target formats its error with obj.__name__; when the missing attribute "
-    "is looked up on an instance (MOD:INSTANCE.attr) the instance has no __name__, so an "
-    "AttributeError escapes instead of UnknownFunction"))
 def test_unknown_attribute_of_an_instance_is_unknown_function():
     message = unknown(f'{FIXTURES}:COUNTER.fetch')
     assert message.startswith(f"cannot import '{FIXTURES}:COUNTER.fetch': ")

@@ -84,7 +84,9 @@ def _decode_one_by_one(payload):
             unpacker.skip()
             bounds.append(unpacker.tell())
     except Exception as exc:
-        raise ValueError(f"batch payload does not decode: {exc}") from None
+        raise ValueError(f"batch payload does not decode: {_decode_reason(exc)}") from None
+    if bounds[-1] != len(payload):
+        raise ValueError("batch payload has bytes after its last item")
     items, bad = [], []
     for index in range(count):
         raw = payload[bounds[index]:bounds[index + 1]]
@@ -98,7 +100,7 @@ def _decode_one_by_one(payload):
 def _decode_reason(exc):
     if isinstance(exc, TypeError) and 'unhashable' in str(exc):
         return "a dict key is a list, tuple or dict (keys must be str or int)"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def why_not_encodable(item, exc=None):
@@ -110,8 +112,8 @@ def why_not_encodable(item, exc=None):
 
 
 def _find_bad(value, depth):
-    if depth > 512:
-        return "nesting is deeper than 512 levels"
+    if depth > 500:
+        return "nesting is too deep"
     if value is None or isinstance(value, (bool, float, bytes, datetime.datetime)):
         return None
     if isinstance(value, int):

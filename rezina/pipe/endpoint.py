@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rezina.errors import BadEndpoint
 
-_TCP = re.compile(r'^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(\*|\d{1,5})$')
+_TCP = re.compile(r'^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(\*|\d{1,5})')
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def parse_endpoint(text, option, bind_by_default):
         bind = text[0] == '@'
         address = text[1:]
     if address.startswith('tcp://'):
-        match = _TCP.match(address)
+        match = _TCP.fullmatch(address)
         if not match:
             raise BadEndpoint(f"{option} {text!r}: expected tcp://HOST:PORT")
         host, port = match.groups()

@@ -93,15 +93,16 @@ def seqs_without(batch, bad_indexes):
 
 def compact_ids(seqs):
     """A plain start when seqs are consecutive ints, else the list itself."""
-    if seqs and all(type(s) is int for s in seqs) and seqs[-1] - seqs[0] == len(seqs) - 1:
+    seqs = list(seqs)
+    if seqs and type(seqs[0]) is int and seqs == list(range(seqs[0], seqs[0] + len(seqs))):
         return seqs[0]
-    return list(seqs)
+    return seqs
 
 
 def ranges_of(numbers):
     """[[first, end), ...] covering the sorted ints in numbers."""
     out = []
-    for n in sorted(numbers):
+    for n in sorted(set(numbers)):
         if out and out[-1][1] == n:
             out[-1][1] = n + 1
         else:

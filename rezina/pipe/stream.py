@@ -122,17 +122,13 @@ class PipeReader:
         self.unpacker.feed(data)
         self.fed += len(data)
         batches = []
-        for record in self.unpacker:
-            try:
-                run, ids, count, payload = record
-                batch = protocol.Batch(run, ids, count, payload)
-                if not isinstance(run, str) or not isinstance(payload, bytes):
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name} is not a rezina record stream "
-                                 f"(pipe rz commands together, or see --in-format)") from None
-            batches.append(batch)
-            self.received += count
+        try:
+            for record in self.unpacker:
+                batches.append(_batch_of_record(record))
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} is not a rezina record stream "
+                             f"(pipe rz commands together)") from None
+        self.received += sum(b.count for b in batches)
         return batches
 
     def ack(self, batch):
@@ -140,6 +136,14 @@ class PipeReader:
 
     def ended(self):
         return self.eos
+
+
+def _batch_of_record(record):
+    run, ids, count, payload = record
+    if not (isinstance(run, str) and type(count) is int and isinstance(payload, bytes)
+            and (type(ids) is int or (isinstance(ids, list) and len(ids) == count))):
+        raise ValueError("not a batch record")
+    return protocol.Batch(run, ids, count, payload)
 
 
 def encode_record_stream(batches):
