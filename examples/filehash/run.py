@@ -13,7 +13,6 @@ line is printed on stderr first.
 """
 
 import argparse
-import importlib.util
 import sqlite3
 import sys
 import sysconfig
@@ -24,15 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def load_module(path):
-    """Import the module at PATH by its file name, leaving sys.path alone."""
-    spec = importlib.util.spec_from_file_location(f'_rezina_example_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shellpipe = load_module(HERE.parent / 'shellpipe.py')
+sys.path.insert(0, str(HERE.parent))
+import shellpipe  # noqa: E402  (examples/shellpipe.py, shared by the examples)
 
 PROG = 'filehash/run.py'
 

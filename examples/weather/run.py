@@ -15,7 +15,6 @@ and how long it took. The pipeline's command line is printed on stderr first.
 """
 
 import argparse
-import importlib.util
 import os
 import selectors
 import sqlite3
@@ -28,15 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def load_module(path):
-    """Import the module at PATH by its file name, leaving sys.path alone."""
-    spec = importlib.util.spec_from_file_location(f'_rezina_example_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shellpipe = load_module(HERE.parent / 'shellpipe.py')
+sys.path.insert(0, str(HERE.parent))
+import shellpipe  # noqa: E402  (examples/shellpipe.py, shared by the examples)
 
 PROG = 'weather/run.py'
 SERVICE = HERE / 'weather_service.py'
