@@ -10,6 +10,7 @@ from docopt import DocoptExit, docopt
 
 from rezina import __version__, exitcodes
 from rezina.errors import RezinaError, UsageError
+from rezina.pipe.loop import Interrupted
 from rezina.pipe.stream import DownstreamClosed
 
 LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO,
@@ -49,22 +50,21 @@ def setup_logging(level_name, prog):
 
 
 def int_option(args, option, minimum=0):
-    text = args[option]
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise UsageError(f"{option} {text!r}: expected a whole number") from None
-    if value < minimum:
-        raise UsageError(f"{option} {text!r}: must be at least {minimum}")
-    return value
+    return number_option(args, option, int, minimum)
 
 
 def float_option(args, option, minimum=0.0):
+    return number_option(args, option, float, minimum)
+
+
+def number_option(args, option, kind, minimum):
+    """The value of a numeric option, at least minimum, or a UsageError naming it."""
     text = args[option]
     try:
-        value = float(text)
+        value = kind(text)
     except (TypeError, ValueError):
-        raise UsageError(f"{option} {text!r}: expected a number") from None
+        expected = 'a whole number' if kind is int else 'a number'
+        raise UsageError(f"{option} {text!r}: expected {expected}") from None
     if not value >= minimum:
         raise UsageError(f"{option} {text!r}: must be at least {minimum:g}")
     return value
@@ -86,6 +86,9 @@ def run_command(prog, doc, argv, body):
         return exitcodes.DOWNSTREAM_CLOSED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except Interrupted as exc:
+        print(f"{prog}: stopped before the items in flight were done", file=sys.stderr)
+        return 128 + exc.signum
     finally:
         _quiet_stdout_at_exit()
 

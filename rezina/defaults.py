@@ -8,6 +8,7 @@ PEER_LOST_AFTER = 3.0           # a remote peer silent this long is lost
 
 WIRE_BATCH_ITEMS = 1000         # most items in one wire batch
 WIRE_BATCH_BYTES = 1 << 20      # most payload bytes in one wire batch (1 MiB)
+COALESCE = 0.001                # a busy producer sends a batch at most this often
 CREDIT_MAX = 8192               # hard maximum of items a consumer grants at once
 UNACKED_MAX = 32768             # most items a producer holds unacknowledged
 

@@ -75,6 +75,7 @@ class Hydrant(Node):
         self.failed_items = 0
         self.runner_done = False
         self.finished = False
+        self.last_emit = 0.0
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
@@ -92,8 +93,18 @@ class Hydrant(Node):
     # moving items
 
     def step(self):
-        if self.runner.handoff or self.runner.woken:
-            self._drain()
+        """Send what the runner handed over: at once when the last batch left more than
+        COALESCE ago, else when that much time has passed or a full batch is waiting, so
+        that a busy source sends full batches and an idle one sends each item at once."""
+        runner = self.runner
+        if not (runner.handoff or runner.woken):
+            return None
+        now = time.monotonic()
+        wait = self.last_emit + defaults.COALESCE - now
+        if wait > 0 and len(runner.handoff) < defaults.WIRE_BATCH_ITEMS:
+            return wait
+        self.last_emit = now
+        self._drain()
         return None
 
     def pump(self):

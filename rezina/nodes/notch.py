@@ -73,8 +73,9 @@ class Notch(Node):
             self.first_at = time.monotonic()
         self.items_in += batch.count
         self.open_batches += 1
-        batch.parts = self.pool.add(batch) if batch.count else 0
-        if not batch.parts:
+        if batch.count:
+            self.pool.add(batch)
+        else:
             self._settle(batch)
 
     def step(self):

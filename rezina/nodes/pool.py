@@ -26,7 +26,8 @@ FAILING_START = 3       # children that die before they are ready, in a row, fai
 class Unit:
     """Items of one input batch given to one child at a time."""
 
-    __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'child')
+    __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'child', 'bounds',
+                 'base')
 
     def __init__(self, no, batch, ids, count, payload):
         self.no = no
@@ -36,6 +37,35 @@ class Unit:
         self.payload = payload
         self.deaths = {}          # item index -> deaths of a child while running it
         self.child = None
+        self.bounds = None        # item offsets in payload, once a unit has been cut
+        self.base = 0             # index in bounds of this unit's first item
+
+    def cut(self, count, no):
+        """A new unit of this unit's first count items; this unit keeps the rest."""
+        if self.bounds is None:
+            self.bounds = slicing.item_bounds(self.payload)
+        base = self.base
+        payload = slicing.slice_payload(self.payload, self.bounds, base, base + count)
+        if isinstance(self.ids, int):
+            head_ids, self.ids = self.ids, self.ids + count
+        else:
+            head_ids, self.ids = self.ids[:count], self.ids[count:]
+        self.base += count
+        self.count -= count
+        self.batch.parts += 1
+        head = Unit(no, self.batch, head_ids, count, payload)
+        if self.deaths:
+            head.deaths = {i: n for i, n in self.deaths.items() if i < count}
+            self.deaths = {i - count: n for i, n in self.deaths.items() if i >= count}
+        return head
+
+    def settle(self):
+        """Make payload hold exactly this unit's items."""
+        if self.bounds is not None:
+            self.payload = slicing.slice_payload(self.payload, self.bounds, self.base,
+                                                 self.base + self.count)
+            self.bounds = None
+            self.base = 0
 
     def record(self):
         return msgpack.packb(['U', self.no, self.batch.run, self.ids, self.count,
@@ -121,23 +151,12 @@ class Pool:
 
     # feeding
 
-    def add(self, batch, payload_bounds=None):
-        """Queue the items of an input batch as units; returns how many units."""
-        size = self.unit_size
-        if batch.count <= size:
-            units = [Unit(self._unit_no(), batch, batch.ids, batch.count, batch.payload)]
-        else:
-            bounds = slicing.item_bounds(batch.payload)
-            units = []
-            for start in range(0, batch.count, size):
-                end = min(start + size, batch.count)
-                ids = (batch.ids + start if isinstance(batch.ids, int)
-                       else batch.ids[start:end])
-                payload = slicing.slice_payload(batch.payload, bounds, start, end)
-                units.append(Unit(self._unit_no(), batch, ids, end - start, payload))
-        self.queue.extend(units)
+    def add(self, batch):
+        """Queue the items of an input batch as one unit, cut to size when assigned."""
+        self.queue.append(Unit(self._unit_no(), batch, batch.ids, batch.count,
+                               batch.payload))
         self.queued_items += batch.count
-        return len(units)
+        batch.parts += 1
 
     def _unit_no(self):
         self.next_unit += 1
@@ -151,7 +170,12 @@ class Pool:
             if not room:
                 return
             child = min(room, key=lambda c: len(c.units))
-            unit = self.queue.popleft()
+            unit = self.queue[0]
+            if unit.count > self.unit_size:
+                unit = unit.cut(self.unit_size, self._unit_no())
+            else:
+                self.queue.popleft()
+                unit.settle()
             self.queued_items -= unit.count
             self.assigned_items += unit.count
             unit.child = child

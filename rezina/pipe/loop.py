@@ -8,6 +8,14 @@ import signal
 import zmq
 
 
+class Interrupted(Exception):
+    """A second stop signal: leave without draining."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Loop:
     """Polls sockets and fds and calls their handlers."""
 
@@ -52,6 +60,8 @@ class Loop:
     def catch_signals(self, signums=(signal.SIGTERM, signal.SIGINT)):
         """Record the last of signums received in self.signalled and wake the loop."""
         def record(signum, frame):
+            if self.signalled:
+                raise Interrupted(signum)       # a second signal: stop now
             self.signalled = signum
         for signum in signums:
             signal.signal(signum, record)
