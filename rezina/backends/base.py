@@ -11,6 +11,7 @@ class Sink:
     """
 
     idempotent = False
+    wants_ids = True        # False: records may carry None for the item id
 
     def open(self):
         """Acquire what writing needs (a file, a connection)."""

@@ -44,6 +44,8 @@ class BackendSink(Sink):
         self.mode = mode
         self.idempotent = bool(getattr(backend, 'idempotent', False))
         self._write_records = getattr(backend, 'write_records', None)
+        self.wants_ids = (self._write_records is not None
+                          and getattr(backend, 'wants_ids', True))
 
     def open(self):
         self._call('open', self.backend.open)

@@ -134,6 +134,7 @@ class Null(StorageBackend):
     """Discard every item (for benchmarks); idempotent, as nothing is stored twice."""
 
     idempotent = True
+    wants_ids = False
     name = 'null'
 
     def write(self, message):

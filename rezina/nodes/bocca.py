@@ -32,6 +32,7 @@ Options:
 """
 
 import logging
+from itertools import repeat
 import os
 import sys
 import time
@@ -137,8 +138,11 @@ class Bocca(Node):
         records = []
         for batch, items, ids in entries:
             run = batch.run
-            seqs = batch.seqs() if ids is None else ids
-            records.extend((f"{run}:{seq}", run, item) for seq, item in zip(seqs, items))
+            if self.sink.wants_ids:
+                seqs = batch.seqs() if ids is None else ids
+                records.extend((f"{run}:{seq}", run, item) for seq, item in zip(seqs, items))
+            else:
+                records.extend(zip(repeat(None), repeat(run), items))
         try:
             if records:
                 self.sink.write(records)

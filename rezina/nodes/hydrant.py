@@ -34,7 +34,7 @@ from rezina import defaults, exitcodes
 from rezina.cli import run_command
 from rezina.errors import UsageError
 from rezina.nodes.node import Node
-from rezina.nodes.runner import Run, RunMark, Runner
+from rezina.nodes.runner import Chunk, Run, RunMark, Runner
 from rezina.pipe import codec, protocol
 from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.outbox import Outbox, split_batch
@@ -119,6 +119,12 @@ class Hydrant(Node):
         items = []
         while handoff:
             thing = handoff.popleft()
+            if type(thing) is Chunk:
+                items.extend(thing)
+                while len(items) >= defaults.WIRE_BATCH_ITEMS:
+                    self._emit(items[:defaults.WIRE_BATCH_ITEMS])
+                    del items[:defaults.WIRE_BATCH_ITEMS]
+                continue
             if type(thing) is RunMark or thing is None:
                 if items:
                     self._emit(items)

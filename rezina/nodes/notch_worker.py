@@ -32,6 +32,7 @@ from rezina.target import resolve_callable
 
 PR_SET_PDEATHSIG = 1
 _GENERATOR = types.GeneratorType
+_HOLE = object()
 
 
 def die_with_parent():
@@ -53,18 +54,20 @@ def process_unit(func, unit_no, run, ids, count, payload, slot):
     except ValueError as exc:
         items, bad = [], [(i, str(exc)) for i in range(count)]
     out_seqs = None            # None while every output so far is its input's one result
-    index_of = range(count)
     if bad:
-        bad_indexes = {i for i, _ in bad}
+        # keep the items' indexes: a failed one is a hole the loop steps over
+        holes = {i for i, _ in bad}
         failures = [[seqs[i], 'DecodeError', reason, ''] for i, reason in bad]
-        index_of = [i for i in range(count) if i not in bad_indexes]
+        kept = iter(items)
+        items = [_HOLE if i in holes else next(kept) for i in range(count)]
         out_seqs = []
     outputs = []
     append = outputs.append
     slot[0] = unit_no + 1
-    for position, item in enumerate(items):
-        index = index_of[position]
+    for index, item in enumerate(items):
         slot[1] = index
+        if item is _HOLE:
+            continue
         try:
             result = func(item)
         except Exception as exc:

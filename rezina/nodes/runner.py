@@ -21,6 +21,10 @@ class RunMark:
         self.error = error
 
 
+class Chunk(list):
+    """Items of a list, tuple or range handed over at once."""
+
+
 class Run:
     """One firing of the source."""
 
@@ -112,6 +116,20 @@ class Runner(threading.Thread):
         finally:
             self._hand(None)     # the runner is done
 
+    def _hand_sequence(self, sequence):
+        """Hand a sequence over in slices as large as the permits: it cannot block."""
+        position = 0
+        while position < len(sequence):
+            budget = self.permits.take()
+            if not budget:
+                return
+            chunk = Chunk(sequence[position:position + budget])
+            position += len(chunk)
+            self.pulled += len(chunk)
+            self._hand(chunk)
+            if budget > len(chunk):
+                self.permits.give(budget - len(chunk))
+
     def _fire(self, run):
         self._hand(RunMark(run))
         error = None
@@ -119,6 +137,9 @@ class Runner(threading.Thread):
         try:
             iterable = self.func(*self.args, **self.kwargs)
             if iterable is None:
+                iterable = ()
+            if type(iterable) in (list, tuple, range):
+                self._hand_sequence(iterable)
                 iterable = ()
             iterator = iter(iterable)
             hand = self.handoff.append

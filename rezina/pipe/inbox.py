@@ -3,6 +3,7 @@ ranges, and know when every producer has ended its stream."""
 
 import logging
 
+from rezina import defaults
 from rezina.pipe import codec, protocol
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Inbox:
         if free <= 0:
             return
         starving = any(link.granted == 0 for link in live)
-        if free < max(1, self.window // 8) and not starving:
+        if free < min(self.window // 4, defaults.WIRE_BATCH_ITEMS) and not starving:
             return
         share = max(1, free // len(live))
         for link in sorted(live, key=_granted_of):

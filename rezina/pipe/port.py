@@ -56,10 +56,11 @@ class Port:
     def send(self, peer, frames):
         """Send frames to peer; False if a ROUTER no longer knows the peer."""
         try:
+            # copying is cheaper than pyzmq's zero-copy tracking for frames this small
             if self.bound:
-                self.socket.send_multipart([peer, *frames], copy=False)
+                self.socket.send_multipart([peer, *frames])
             else:
-                self.socket.send_multipart(frames, copy=False)
+                self.socket.send_multipart(frames)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 return False
