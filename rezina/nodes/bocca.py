@@ -195,7 +195,7 @@ def _serve(args):
     sink = open_sink(spec, sink_args, sink_kwargs, mode=mode, stdout=stdout)
     bocca = Bocca(args['--name'] or spec, sink, mode, batch_size, flush_interval)
     try:
-        window = min(defaults.CREDIT_MAX, max(2 * batch_size, 2 * defaults.WIRE_BATCH_ITEMS))
+        window = max(defaults.CREDIT_MAX, 2 * batch_size)
         bocca.open_inputs(inputs, window, producers)
         return bocca.serve()
     finally:

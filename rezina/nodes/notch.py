@@ -62,7 +62,7 @@ class Notch(Node):
         """Input items to hold: enough to keep every thread busy over a round trip."""
         pool = self.pool
         floor = 2 * self.processes * self.threads
-        want = 2 * self.processes * pool.capacity(pool.children[0]) * pool.unit_size
+        want = 4 * self.processes * pool.capacity(pool.children[0]) * pool.unit_size
         return max(floor, min(defaults.CREDIT_MAX, want))
 
     def load(self):
