@@ -110,3 +110,19 @@ def test_periodic_source_runs_on_the_grid_until_stopped(procs):
     assert all(label.startswith('20') and label.endswith('Z') for label in labels)
     seconds = [int(label[13:15]) for label in labels]
     assert all((b - a) % 60 == 1 for a, b in zip(seconds, seconds[1:]))
+
+
+def test_ctrl_c_stops_a_shell_pipeline_within_two_seconds(procs):
+    chain = procs.pipeline(
+        ['rz-hydrant', '--every', '0.05', 'fixtures_funcs:numbers', '100'],
+        ['rz-notch', '-p', '2', 'fixtures_funcs:slow_identity'], ['rz-bocca'])
+    sink = chain[-1]
+    assert sink.stdout.readline()            # items are flowing
+    for proc in chain:                       # what a terminal's Ctrl-C does
+        proc.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    codes = [proc.wait(timeout=10) for proc in chain]
+    assert time.monotonic() - stopped < 2.0
+    assert codes[0] == 0 and all(code in (0, exitcodes.DOWNSTREAM_CLOSED) for code in codes)
+    for proc in chain:
+        assert 'Traceback' not in stderr_of(proc)

@@ -1,0 +1,1 @@
+"""The stage runtimes: hydrant, notch (and its worker pool) and bocca."""

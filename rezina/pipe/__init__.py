@@ -1,0 +1,1 @@
+"""The wire: codec, endpoints, the edge protocol and its transports."""
