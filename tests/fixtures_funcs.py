@@ -110,3 +110,23 @@ class Scaler:
 
     def scale(self, item):
         return {'value': item * self.factor, 'pid': self.pid}
+
+
+def exit_on_poison(item):
+    """Leave the worker process with os._exit while running item 13."""
+    if item == 13:
+        os._exit(3)
+    return item
+
+
+def segfault_on_poison(item):
+    """Crash the worker process with a segmentation fault while running item 13."""
+    if item == 13:
+        import ctypes
+        ctypes.string_at(0)
+    return item
+
+
+def unsendable_on_seven(item):
+    """A result the wire cannot carry, for item 7 only."""
+    return {item} if item == 7 else item

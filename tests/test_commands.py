@@ -255,3 +255,12 @@ def test_a_bound_port_of_star_is_logged(procs):
     out, _ = sink.communicate(timeout=30)
     assert sorted(json_lines(out)) == [0, 1, 2]
     assert source.wait(timeout=30) == 0
+
+
+def test_a_result_the_wire_cannot_carry_fails_that_item_only(procs):
+    codes, out, errs = run_pipeline(
+        procs, ['rz-hydrant', '--run-id', 'u', 'fixtures_funcs:numbers', '10'],
+        ['rz-notch', 'fixtures_funcs:unsendable_on_seven'], ['rz-bocca'])
+    assert codes == [0, exitcodes.FAILED, 0]
+    assert sorted(json_lines(out)) == [i for i in range(10) if i != 7]
+    assert "item u:7 failed: ItemNotEncodable: type set is not supported" in errs[1]

@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from conftest import stderr_of, wait_for
 
 from rezina import exitcodes
@@ -64,10 +66,11 @@ def test_killed_children_items_are_redelivered_and_stored_once(procs, tmp_path):
     assert log.count('was killed by SIGKILL; restarting it') == kills
 
 
-def test_an_item_that_kills_its_worker_is_quarantined(procs):
+@pytest.mark.parametrize('poison', ['die_on_poison', 'exit_on_poison', 'segfault_on_poison'])
+def test_an_item_that_kills_its_worker_is_quarantined(procs, poison):
     chain = procs.pipeline(
         ['rz-hydrant', '--run-id', 'p', 'fixtures_funcs:numbers', '40'],
-        ['rz-notch', '-p', '2', 'fixtures_funcs:die_on_poison'], ['rz-bocca'])
+        ['rz-notch', '-p', '2', f'fixtures_funcs:{poison}'], ['rz-bocca'])
     out, _ = chain[-1].communicate(timeout=60)
     codes = [p.wait(timeout=30) for p in chain]
     assert codes == [0, exitcodes.FAILED, 0]
