@@ -76,6 +76,7 @@ class Hydrant(Node):
         self.runner_done = False
         self.finished = False
         self.last_emit = 0.0
+        self.stopped_at = None
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
@@ -213,10 +214,12 @@ class Hydrant(Node):
         if self.finished:
             return True
         if self.stop_requested:
-            self.runner.stop.set()
-            self.runner.permits.close()
+            if self.stopped_at is None:
+                self.stopped_at = time.monotonic()
+                self.runner.stop.set()
+                self.runner.permits.close()
             drained = self.output.idle or (
-                time.monotonic() - self._stop_at() > defaults.DRAIN_TIMEOUT)
+                time.monotonic() - self.stopped_at > defaults.DRAIN_TIMEOUT)
         else:
             drained = self.runner_done and not self.runs and self.output.idle
         if drained and (self.output.ready_to_finish() or self.stop_requested):
@@ -226,11 +229,6 @@ class Hydrant(Node):
                 log.warning("%s: run %s stopped after %d items", self.name, run.id,
                             run.items)
         return self.finished
-
-    def _stop_at(self):
-        if not hasattr(self, '_stopped_at'):
-            self._stopped_at = time.monotonic()
-        return self._stopped_at
 
     def serve(self):
         self.runner.start()

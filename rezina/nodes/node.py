@@ -160,6 +160,8 @@ class Node:
             self.loop.poll(tick if wait is None else min(wait, tick))
 
     def close(self):
+        if isinstance(self.input, Inbox):
+            self.input.leave()
         if isinstance(self.output, PipeWriter):
             self.output.close()
         self.network.close()

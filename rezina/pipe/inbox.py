@@ -83,6 +83,13 @@ class Inbox:
             free -= give
             link.send(protocol.CREDIT, codec.packb(give))
 
+    def leave(self):
+        """Tell every producer this consumer is gone (it holds nothing unacknowledged)."""
+        self.flush(self.window)
+        for link in self.network.links_of(self):
+            if link.alive:
+                link.send(protocol.BYE)
+
     def ended(self):
         """True when every producer heard from (and at least --producers) said EOS."""
         links = self.network.links_of(self)

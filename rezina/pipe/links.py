@@ -145,8 +145,10 @@ class Network:
         for (port, key), link in list(self.links.items()):
             if link.alive and now - link.last_seen > defaults.PEER_LOST_AFTER:
                 link.alive = False
-                log.warning("%s: lost %s at %s (silent for %.0f s)", self.node_name,
-                            link.node, link.name, now - link.last_seen)
+                # a producer that ended its stream is expected to go quiet
+                log.log(logging.DEBUG if link.eos else logging.WARNING,
+                        "%s: lost %s at %s (silent for %.0f s)", self.node_name,
+                        link.node, link.name, now - link.last_seen)
                 self.roles[port].link_lost(link)
                 if port.bound:
                     del self.links[(port, key)]
