@@ -135,6 +135,8 @@ class Bocca(Node):
         self.oldest = None
 
     def _write(self, entries):
+        # TODO: write from a thread of its own, so that a backend slower than the peer-lost
+        # time (3 s) cannot stall the heartbeat and cause a redelivery
         records = []
         for batch, items, ids in entries:
             run = batch.run

@@ -49,6 +49,7 @@ def join_packed(parts):
 def encode_items(items):
     """Return (payload, bad): the payload holds every item that encodes, in order; bad
     lists (index, reason) of the ones that do not."""
+    # TODO: refuse items over MAX_ITEM_BYTES here, and on receipt (issue 5)
     try:
         return packb(items), []
     except Exception:

@@ -31,6 +31,7 @@ class Port:
         ivl = int(defaults.HEARTBEAT_INTERVAL * 1000)
         sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(defaults.PEER_LOST_AFTER * 1000))
+        # TODO: CURVE keys, and refuse a non-loopback bind without them (issue 5)
         if self.bound:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.address = self._bind(endpoint.address, name)
