@@ -95,3 +95,25 @@ def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
     ids = stored(db)
     assert len(ids) == n and set(ids) == {f'k:{i}' for i in range(n)}
     assert 'redelivering' in stderr_of(source)
+
+
+def test_a_sink_killed_and_started_again_loses_nothing(procs, tmp_path):
+    db = tmp_path / 'again.db'
+    a, b = free_port(), free_port()
+    n = 6000
+    sink_argv = ['rz-bocca', '--in', f'@tcp://127.0.0.1:{b}', f'sqlite:{db}']
+    sink = procs.start(sink_argv)
+    notch = procs.start(['rz-notch', '-p', '2', '--in', f'tcp://127.0.0.1:{a}',
+                         '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])
+    source = procs.start(['rz-hydrant', '--run-id', 's', '--out', f'tcp://127.0.0.1:{a}',
+                          'fixtures_funcs:records', str(n)])
+    wait_for(lambda: len(stored(db)) > 1000, timeout=60, what='items stored')
+    sink.send_signal(signal.SIGKILL)
+    sink.wait(timeout=10)
+    assert len(stored(db)) < n, "the run ended before the sink could be killed"
+    sink = procs.start(sink_argv)
+    for proc in (source, notch, sink):
+        assert proc.wait(timeout=120) == 0, stderr_of(proc)
+    ids = stored(db)
+    assert len(ids) == n and set(ids) == {f's:{i}' for i in range(n)}
+    assert 'restarted' in stderr_of(notch)

@@ -137,8 +137,9 @@ class Notch(Node):
         finally:
             self.pool.stop()
         elapsed = time.monotonic() - (self.first_at or time.monotonic())
+        redelivered = self.pool.redelivered + getattr(self.output, 'redelivered', 0)
         log.info("%s: %d items in, %d out, %d failed, %d redelivered, in %.2f s", self.name,
-                 self.items_in, self.items_out, self.failed, self.pool.redelivered, elapsed)
+                 self.items_in, self.items_out, self.failed, redelivered, elapsed)
         return exitcodes.FAILED if self.failed else exitcodes.OK
 
 
