@@ -232,7 +232,11 @@ class Hydrant(Node):
 
     def serve(self):
         self.runner.start()
-        self.run()
+        try:
+            self.run()
+        finally:
+            self.runner.stop.set()
+            self.runner.permits.close()
         if self.runner.skipped:
             log.info("%s: %d ticks skipped", self.name, self.runner.skipped)
         failed = self.failed_runs or self.failed_items

@@ -4,6 +4,7 @@ that threads and signal handlers write to."""
 import math
 import os
 import signal
+import time
 
 import zmq
 
@@ -27,6 +28,7 @@ class Loop:
         os.set_blocking(self._wake_w, False)
         self.watch(self._wake_r, self._drain_wake)
         self.signalled = None
+        self._signalled_at = 0.0
 
     def watch(self, target, handler, events=zmq.POLLIN):
         """Call handler(target, events) when target is ready; target is a socket or fd."""
@@ -47,8 +49,8 @@ class Loop:
         """Make the current or next poll return; safe from any thread."""
         try:
             os.write(self._wake_w, b'w')
-        except BlockingIOError:
-            pass
+        except OSError:
+            pass        # full (a wake-up is already pending) or closed (the node is ending)
 
     def _drain_wake(self, fd, events):
         try:
@@ -60,9 +62,13 @@ class Loop:
     def catch_signals(self, signums=(signal.SIGTERM, signal.SIGINT)):
         """Record the last of signums received in self.signalled and wake the loop."""
         def record(signum, frame):
-            if self.signalled:
-                raise Interrupted(signum)       # a second signal: stop now
-            self.signalled = signum
+            now = time.monotonic()
+            # a second signal stops at once; one sent twice at once (to the process and to
+            # its group, as timeout(1) does) is still one
+            if self.signalled and now - self._signalled_at > 0.5:
+                raise Interrupted(signum)
+            if not self.signalled:
+                self.signalled, self._signalled_at = signum, now
         for signum in signums:
             signal.signal(signum, record)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
