@@ -33,5 +33,9 @@ class SinkError(RezinaError):
     """A backend failed to open, write or close."""
 
 
+class BadStream(RezinaError, ValueError):
+    """An input stream that is not what the command reads."""
+
+
 class ItemNotEncodable(RezinaError):
     """An item holds a value the wire cannot carry."""

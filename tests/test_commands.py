@@ -46,11 +46,11 @@ def test_none_drops_and_generator_fans_out(procs):
 def test_fan_out_ids_extend_the_parent_id(procs, tmp_path):
     db = tmp_path / 'fan.db'
     codes, _, _ = run_pipeline(
-        procs, ['rz-hydrant', '--run-id', 'r1', 'fixtures_funcs:numbers', '6'],
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'r1', 'fixtures_funcs:numbers', '6'],
         ['rz-notch', 'fixtures_funcs:repeat_by_mod3'], ['rz-bocca', f'sqlite:{db}'])
     assert codes == [0, 0, 0]
     ids = {row[0] for row in sqlite3.connect(db).execute('SELECT rz_id FROM items')}
-    assert ids == {'r1:1.0', 'r1:2.0', 'r1:2.1', 'r1:4.0', 'r1:5.0', 'r1:5.1'}
+    assert ids == {'t/r1:1.0', 't/r1:2.0', 't/r1:2.1', 't/r1:4.0', 't/r1:5.0', 't/r1:5.1'}
 
 
 def test_class_method_runs_on_an_instance_per_worker(procs):
@@ -65,22 +65,23 @@ def test_class_method_runs_on_an_instance_per_worker(procs):
 
 def test_failing_items_fail_alone_and_are_named(procs):
     codes, out, errs = run_pipeline(
-        procs, ['rz-hydrant', '--run-id', 'r5', 'fixtures_funcs:numbers', '20'],
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'r5', 'fixtures_funcs:numbers', '20'],
         ['rz-notch', 'fixtures_funcs:fail_on_multiples_of_five'], ['rz-bocca'])
     assert codes == [0, exitcodes.FAILED, 0]
     assert sorted(json_lines(out)) == [i for i in range(20) if i % 5]
     for seq in (0, 5, 10, 15):
-        assert f"item r5:{seq} failed: ValueError: {seq} is a multiple of five" in errs[1]
+        assert f"item t/r5:{seq} failed: ValueError: {seq} is a multiple of five" in errs[1]
     assert 'Traceback' not in errs[1]
 
 
 def test_a_source_that_raises_fails_its_run_but_keeps_its_items(procs):
     codes, out, errs = run_pipeline(
-        procs, ['rz-hydrant', '--run-id', 'broken', 'fixtures_funcs:fail_after', '7'],
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'broken',
+                'fixtures_funcs:fail_after', '7'],
         ['rz-bocca'])
     assert codes == [exitcodes.FAILED, 0]
     assert sorted(json_lines(out)) == list(range(7))
-    assert "run broken failed after 7 items: RuntimeError: source broke after 7 items" \
+    assert "run t/broken failed after 7 items: RuntimeError: source broke after 7 items" \
         in errs[0]
 
 
@@ -99,7 +100,7 @@ def test_unicode_city_names_arrive_unchanged(procs, tmp_path):
 
 def test_awkward_values_round_trip_or_fail_alone(procs):
     codes, out, errs = run_pipeline(
-        procs, ['rz-hydrant', '--run-id', 'odd', 'fixtures_funcs:awkward_items'],
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'odd', 'fixtures_funcs:awkward_items'],
         ['rz-notch', 'fixtures_funcs:describe'], ['rz-bocca'])
     rows = {r['kind']: r for r in json_lines(out)}
     assert rows['naive']['shown'] == '2024-03-01T12:30:05'
@@ -109,11 +110,11 @@ def test_awkward_values_round_trip_or_fail_alone(procs):
     assert 'last' in rows
     assert set(rows) == {'naive', 'aware', 'bytes', 'str', 'int keys', 'last'}
     assert codes[0] == exitcodes.FAILED and codes[1] == exitcodes.FAILED
-    assert "item odd:4 cannot be sent: int 1180591620717411303424 does not fit in 64 bits" \
+    assert "item t/odd:4 cannot be sent: int 1180591620717411303424 does not fit in 64 bits" \
         in errs[0]
-    assert "item odd:5 cannot be sent: str holds a lone surrogate" in errs[0]
-    assert "item odd:8 cannot be sent: type set is not supported" in errs[0]
-    assert "item odd:7 failed" in errs[1] and "dict key" in errs[1]
+    assert "item t/odd:5 cannot be sent: str holds a lone surrogate" in errs[0]
+    assert "item t/odd:8 cannot be sent: type set is not supported" in errs[0]
+    assert "item t/odd:7 failed" in errs[1] and "dict key" in errs[1]
 
 
 def test_two_sources_never_share_an_id(procs, tmp_path):
@@ -127,11 +128,23 @@ def test_two_sources_never_share_an_id(procs, tmp_path):
     assert len({r[1] for r in rows}) == 3
 
 
+def test_two_sources_with_one_run_id_never_share_an_id(procs, tmp_path):
+    db = tmp_path / 'same-run.db'
+    for args in (['5'], ['5', '100']):
+        codes, _, _ = run_pipeline(
+            procs, ['rz-hydrant', '--run-id', 'nightly', 'fixtures_funcs:numbers', *args],
+            ['rz-bocca', f'sqlite:{db}'])
+        assert codes == [0, 0]
+    count, = sqlite3.connect(db).execute('SELECT COUNT(*) FROM items').fetchone()
+    assert count == 10
+
+
 def test_a_named_run_is_stored_once_when_repeated(procs, tmp_path):
     db = tmp_path / 'named.db'
     for _ in range(2):
         codes, _, _ = run_pipeline(
-            procs, ['rz-hydrant', '--run-id', 'nightly-1', 'fixtures_funcs:records', '50'],
+            procs, ['rz-hydrant', '--name', 't', '--run-id', 'nightly-1',
+                    'fixtures_funcs:records', '50'],
             ['rz-bocca', f'sqlite:{db}'])
         assert codes == [0, 0]
     count, = sqlite3.connect(db).execute('SELECT COUNT(*) FROM items').fetchone()
@@ -259,8 +272,46 @@ def test_a_bound_port_of_star_is_logged(procs):
 
 def test_a_result_the_wire_cannot_carry_fails_that_item_only(procs):
     codes, out, errs = run_pipeline(
-        procs, ['rz-hydrant', '--run-id', 'u', 'fixtures_funcs:numbers', '10'],
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'u', 'fixtures_funcs:numbers', '10'],
         ['rz-notch', 'fixtures_funcs:unsendable_on_seven'], ['rz-bocca'])
     assert codes == [0, exitcodes.FAILED, 0]
     assert sorted(json_lines(out)) == [i for i in range(10) if i != 7]
-    assert "item u:7 failed: ItemNotEncodable: type set is not supported" in errs[1]
+    assert "item t/u:7 failed: ItemNotEncodable: type set is not supported" in errs[1]
+
+
+def test_batch_size_bounds_every_write(procs, tmp_path):
+    calls = tmp_path / 'calls.jsonl'
+    codes, _, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:numbers', '10'],
+        ['rz-bocca', '--mode', 'batch', '--batch-size', '3', '--args', json.dumps([str(calls)]),
+         'fixtures_backends:CallLog'])
+    assert codes == [0, 0]
+    writes = [json.loads(line)['message'] for line in calls.read_text().splitlines()
+              if json.loads(line)['call'] == 'write']
+    assert all(1 <= len(w) <= 3 for w in writes)
+    assert sorted(x for w in writes for x in w) == list(range(10))
+
+
+def test_input_that_is_not_a_rezina_stream_is_one_line(procs):
+    proc = procs.start(['rz-bocca'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(b'hello\n', timeout=20)
+    assert proc.returncode == exitcodes.FAILED and out == b''
+    assert stderr_of(proc).strip() == (
+        "rz-bocca: stdin is not a rezina record stream (pipe rz commands together)")
+
+
+@pytest.mark.parametrize('argv', [
+    ['rz-notch', '--in', '@tcp://127.0.0.1:{port}', 'fixtures_funcs:identity'],
+    ['rz-notch', '--out', 'tcp://127.0.0.1:{port}', 'fixtures_funcs:identity'],
+    ['rz-bocca', '--in', '@tcp://127.0.0.1:{port}'],
+])
+def test_every_command_reports_an_address_in_use_and_exits(procs, argv):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = procs.start([a.format(port=port) for a in argv], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE)
+        code, _, err = finish(proc, timeout=20)
+    assert code == exitcodes.FAILED
+    assert f"cannot bind tcp://127.0.0.1:{port}: address already in use" in err

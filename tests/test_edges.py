@@ -30,7 +30,7 @@ def start_chain(procs, db, n, order, notch_args=('-p', '2')):
     """hydrant -> notch -> bocca over tcp, started in the given order of stage names."""
     a, b = free_port(), free_port()
     argv = {
-        'hydrant': ['rz-hydrant', '--run-id', 'r', '--out', f'tcp://127.0.0.1:{a}',
+        'hydrant': ['rz-hydrant', '--name', 't', '--run-id', 'r', '--out', f'tcp://127.0.0.1:{a}',
                     'fixtures_funcs:numbers', str(n)],
         'notch': ['rz-notch', *notch_args, '--in', f'tcp://127.0.0.1:{a}',
                   '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:double'],
@@ -48,7 +48,7 @@ def test_one_shot_over_endpoints_ends_with_every_node_exiting_0(procs, tmp_path,
     for name in ('hydrant', 'notch', 'bocca'):
         assert nodes[name].wait(timeout=60) == 0, stderr_of(nodes[name])
     ids = stored(db)
-    assert len(ids) == 5000 and set(ids) == {f'r:{i}' for i in range(5000)}
+    assert len(ids) == 5000 and set(ids) == {f't/r:{i}' for i in range(5000)}
 
 
 def test_ipc_endpoints_and_several_inputs(procs, tmp_path):
@@ -86,14 +86,14 @@ def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
     notches = [procs.start(['rz-notch', '--in', f'tcp://127.0.0.1:{a}',
                             '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])
                for _ in range(2)]
-    source = procs.start(['rz-hydrant', '--run-id', 'k', '--out', f'tcp://127.0.0.1:{a}',
-                          'fixtures_funcs:numbers', str(n)])
+    source = procs.start(['rz-hydrant', '--name', 't', '--run-id', 'k',
+                          '--out', f'tcp://127.0.0.1:{a}', 'fixtures_funcs:numbers', str(n)])
     wait_for(lambda: len(stored(db)) > 500, timeout=60, what='items stored')
     notches[0].send_signal(signal.SIGKILL)
     for proc in (source, notches[1], sink):
         assert proc.wait(timeout=120) == 0, stderr_of(proc)
     ids = stored(db)
-    assert len(ids) == n and set(ids) == {f'k:{i}' for i in range(n)}
+    assert len(ids) == n and set(ids) == {f't/k:{i}' for i in range(n)}
     assert 'redelivering' in stderr_of(source)
 
 
@@ -105,8 +105,8 @@ def test_a_sink_killed_and_started_again_loses_nothing(procs, tmp_path):
     sink = procs.start(sink_argv)
     notch = procs.start(['rz-notch', '-p', '2', '--in', f'tcp://127.0.0.1:{a}',
                          '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])
-    source = procs.start(['rz-hydrant', '--run-id', 's', '--out', f'tcp://127.0.0.1:{a}',
-                          'fixtures_funcs:records', str(n)])
+    source = procs.start(['rz-hydrant', '--name', 't', '--run-id', 's',
+                          '--out', f'tcp://127.0.0.1:{a}', 'fixtures_funcs:records', str(n)])
     wait_for(lambda: len(stored(db)) > 1000, timeout=60, what='items stored')
     sink.send_signal(signal.SIGKILL)
     sink.wait(timeout=10)
@@ -115,5 +115,5 @@ def test_a_sink_killed_and_started_again_loses_nothing(procs, tmp_path):
     for proc in (source, notch, sink):
         assert proc.wait(timeout=120) == 0, stderr_of(proc)
     ids = stored(db)
-    assert len(ids) == n and set(ids) == {f's:{i}' for i in range(n)}
+    assert len(ids) == n and set(ids) == {f't/s:{i}' for i in range(n)}
     assert 'restarted' in stderr_of(notch)

@@ -42,7 +42,7 @@ def test_killed_children_items_are_redelivered_and_stored_once(procs, tmp_path):
     db = tmp_path / 'kills.db'
     n = 20000
     chain = procs.pipeline(
-        ['rz-hydrant', '--run-id', 'kk', 'fixtures_funcs:numbers', str(n)],
+        ['rz-hydrant', '--name', 't', '--run-id', 'kk', 'fixtures_funcs:numbers', str(n)],
         ['rz-notch', '-p', '4', 'fixtures_funcs:slow_identity'],
         ['rz-bocca', f'sqlite:{db}'])
     notch = chain[1]
@@ -61,7 +61,7 @@ def test_killed_children_items_are_redelivered_and_stored_once(procs, tmp_path):
     assert [p.wait(timeout=120) for p in chain] == [0, 0, 0], stderr_of(notch)
     with sqlite3.connect(db) as conn:
         ids = [r[0] for r in conn.execute('SELECT rz_id FROM items')]
-    assert len(ids) == n and set(ids) == {f'kk:{i}' for i in range(n)}
+    assert len(ids) == n and set(ids) == {f't/kk:{i}' for i in range(n)}
     log = stderr_of(notch)
     assert log.count('was killed by SIGKILL; restarting it') == kills
 
@@ -69,20 +69,20 @@ def test_killed_children_items_are_redelivered_and_stored_once(procs, tmp_path):
 @pytest.mark.parametrize('poison', ['die_on_poison', 'exit_on_poison', 'segfault_on_poison'])
 def test_an_item_that_kills_its_worker_is_quarantined(procs, poison):
     chain = procs.pipeline(
-        ['rz-hydrant', '--run-id', 'p', 'fixtures_funcs:numbers', '40'],
+        ['rz-hydrant', '--name', 't', '--run-id', 'p', 'fixtures_funcs:numbers', '40'],
         ['rz-notch', '-p', '2', f'fixtures_funcs:{poison}'], ['rz-bocca'])
     out, _ = chain[-1].communicate(timeout=60)
     codes = [p.wait(timeout=30) for p in chain]
     assert codes == [0, exitcodes.FAILED, 0]
     assert sorted(int(x) for x in out.split()) == [i for i in range(40) if i != 13]
     log = stderr_of(chain[1])
-    assert "item p:13 failed: quarantined: its worker died running it 3 times" in log
+    assert "item t/p:13 failed: quarantined: its worker died running it 3 times" in log
     assert log.count('restarting it') == 3
 
 
 def test_max_deliveries_sets_the_quarantine_threshold(procs):
     chain = procs.pipeline(
-        ['rz-hydrant', '--run-id', 'q', 'fixtures_funcs:numbers', '20'],
+        ['rz-hydrant', '--name', 't', '--run-id', 'q', 'fixtures_funcs:numbers', '20'],
         ['rz-notch', '--max-deliveries', '1', 'fixtures_funcs:die_on_poison'], ['rz-bocca'])
     out, _ = chain[-1].communicate(timeout=60)
     assert [p.wait(timeout=30) for p in chain] == [0, exitcodes.FAILED, 0]
@@ -91,7 +91,7 @@ def test_max_deliveries_sets_the_quarantine_threshold(procs):
 
 
 def test_periodic_source_runs_on_the_grid_until_stopped(procs):
-    source = procs.start(['rz-hydrant', '--every', '1', '--run-id', 'x',
+    source = procs.start(['rz-hydrant', '--every', '1', '--name', 't', '--run-id', 'x',
                           'fixtures_funcs:numbers', '2'], stdout=subprocess.PIPE)
     assert source.wait(timeout=10) == exitcodes.USAGE
     source = procs.start(['rz-hydrant', '--every', '1', '--name', 'tick',

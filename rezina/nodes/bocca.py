@@ -70,6 +70,7 @@ class Bocca(Node):
         self.last_at = None
         self.retry_at = 0.0
         self.retry_wait = 0.0
+        self.abandoned = 0
 
     def load(self):
         return self.pending_items
@@ -91,7 +92,7 @@ class Bocca(Node):
             self.first_at = now
         if self.oldest is None:
             self.oldest = now
-        self.pending.append((batch, items, ids))
+        self.pending.append([batch, items, ids, 0])     # 0: items written so far
         self.pending_items += len(items)
 
     def _failed(self, item_id, reason):
@@ -116,35 +117,42 @@ class Bocca(Node):
         return self.input.ended()
 
     def _write_pending(self):
-        """Write pending items in writes of at most batch-size; acknowledge what is in."""
+        """Write pending items, at most batch-size a write in batch mode; acknowledge each
+        wire batch once all its items are written."""
+        limit = self.batch_size if self.mode == 'batch' else None
         while self.pending:
-            take, count = [], 0
-            while self.pending and (not take or count + len(self.pending[0][1])
-                                    <= self.batch_size or self.mode == 'stream'):
-                entry = self.pending.pop(0)
-                take.append(entry)
-                count += len(entry[1])
-            if not self._write(take):
-                self.pending[:0] = take
+            parts, count = [], 0
+            for entry in self.pending:
+                left = len(entry[1]) - entry[3]
+                take = left if limit is None else min(left, limit - count)
+                if take:
+                    parts.append((entry, entry[3], entry[3] + take))
+                    count += take
+                if limit is not None and count >= limit:
+                    break
+            if not self._write(parts):
                 return
+            for entry, _, end in parts:
+                entry[3] = end
+            while self.pending and self.pending[0][3] == len(self.pending[0][1]):
+                self.input.ack(self.pending.pop(0)[0])
             self.pending_items -= count
             self.stored += count
             self.last_at = time.monotonic()
-            for batch, _, _ in take:
-                self.input.ack(batch)
         self.oldest = None
 
-    def _write(self, entries):
+    def _write(self, parts):
         # TODO: write from a thread of its own, so that a backend slower than the peer-lost
         # time (3 s) cannot stall the heartbeat and cause a redelivery
         records = []
-        for batch, items, ids in entries:
+        for (batch, items, ids, _), start, end in parts:
             run = batch.run
             if self.sink.wants_ids:
-                seqs = batch.seqs() if ids is None else ids
-                records.extend((f"{run}:{seq}", run, item) for seq, item in zip(seqs, items))
+                seqs = (batch.seqs() if ids is None else ids)[start:end]
+                records.extend((f"{run}:{seq}", run, item)
+                               for seq, item in zip(seqs, items[start:end]))
             else:
-                records.extend(zip(repeat(None), repeat(run), items))
+                records.extend(zip(repeat(None), repeat(run), items[start:end]))
         try:
             if records:
                 self.sink.write(records)
@@ -163,7 +171,12 @@ class Bocca(Node):
 
     def done(self):
         if self.pending:
-            return False
+            if not self.drain_expired():
+                return False
+            self.abandoned = self.pending_items
+            log.warning("%s: stopping with %d items not written; they were not "
+                        "acknowledged", self.name, self.abandoned)
+            return True
         return self.input.ended() or self.stop_requested
 
     def serve(self):
@@ -176,7 +189,7 @@ class Bocca(Node):
         rate = self.stored / span if span > 0 else 0.0
         log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
                  self.name, self.stored, span, rate, self.failed)
-        return exitcodes.FAILED if self.failed else exitcodes.OK
+        return exitcodes.FAILED if self.failed or self.abandoned else exitcodes.OK
 
 
 def _serve(args):

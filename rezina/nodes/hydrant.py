@@ -13,7 +13,8 @@ Options:
   --kwargs=JSON          Keyword arguments for FUNC, as a JSON object.
   --name=NAME            The source's name in item ids (by default MOD.FUNC, with a hash of
                          the arguments when there are any).
-  --run-id=ID            Name a one-shot run, so that running it again is stored once.
+  --run-id=ID            Name a one-shot run (its ids are NAME/ID:SEQ), so that running
+                         it again is stored once; not with --every.
   --every=SECONDS        Run every SECONDS, on the grid of the epoch or of --start.
   --start=TIME           First run at TIME, local, as 'YYYY-MM-DD HH:MM:SS'.
   --path=DIR             Also import from DIR (after the current directory).
@@ -76,14 +77,13 @@ class Hydrant(Node):
         self.runner_done = False
         self.finished = False
         self.last_emit = 0.0
-        self.stopped_at = None
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
     def name_run(self, tick):
         """The Run of a tick (called in the runner thread)."""
         if self.run_id:
-            run_id = self.run_id
+            run_id = f"{self.name}/{self.run_id}"
         elif self.runner.schedule.periodic:
             run_id = f"{self.name}/{tick.label}"
         else:
@@ -214,12 +214,9 @@ class Hydrant(Node):
         if self.finished:
             return True
         if self.stop_requested:
-            if self.stopped_at is None:
-                self.stopped_at = time.monotonic()
-                self.runner.stop.set()
-                self.runner.permits.close()
-            drained = self.output.idle or (
-                time.monotonic() - self.stopped_at > defaults.DRAIN_TIMEOUT)
+            self.runner.stop.set()
+            self.runner.permits.close()
+            drained = self.output.idle or self.drain_expired()
         else:
             drained = self.runner_done and not self.runs and self.output.idle
         if drained and (self.output.ready_to_finish() or self.stop_requested):

@@ -43,6 +43,7 @@ class Node:
         self.output = None
         self.input = None
         self.stop_requested = False
+        self.stop_requested_at = None
         self.started = time.monotonic()
         self._next_tick = 0.0
         self._writing = False
@@ -127,6 +128,11 @@ class Node:
             self.network.tick()
             self._next_tick = now + defaults.HEARTBEAT_INTERVAL / 4
 
+    def drain_expired(self):
+        """True once a stop has waited DRAIN_TIMEOUT for the items in flight."""
+        return (self.stop_requested
+                and time.monotonic() - self.stop_requested_at > defaults.DRAIN_TIMEOUT)
+
     def window(self):
         return self.input.window if isinstance(self.input, Inbox) else defaults.CREDIT_MAX
 
@@ -152,6 +158,7 @@ class Node:
             self.pump()
             if self.loop.signalled and not self.stop_requested:
                 self.stop_requested = True
+                self.stop_requested_at = time.monotonic()
                 log.info("%s: stopping: finishing the items in flight", self.name)
                 continue
             if self.done():

@@ -47,6 +47,7 @@ class Port:
             else:
                 self.socket.bind(address)
         except zmq.ZMQError as exc:
+            self.socket.close(linger=0)     # else the context could never terminate
             if exc.errno == errno.EADDRINUSE:
                 raise AddressInUse(f"cannot bind {address}: address already in use") from None
             raise BadEndpoint(f"cannot bind {address}: {exc.strerror}") from None

@@ -14,6 +14,7 @@ from collections import deque
 
 import msgpack
 
+from rezina.errors import BadStream
 from rezina.pipe import codec, protocol
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class PipeReader:
         if not data:
             self.eos = True
             if self.unpacker.tell() < self.fed:
-                raise ValueError(f"{self.name} ended in the middle of a record")
+                raise BadStream(f"{self.name} ended in the middle of a record")
             return []
         self.unpacker.feed(data)
         self.fed += len(data)
@@ -126,7 +127,7 @@ class PipeReader:
             for record in self.unpacker:
                 batches.append(_batch_of_record(record))
         except (TypeError, ValueError):
-            raise ValueError(f"{self.name} is not a rezina record stream "
+            raise BadStream(f"{self.name} is not a rezina record stream "
                              f"(pipe rz commands together)") from None
         self.received += sum(b.count for b in batches)
         return batches
