@@ -77,6 +77,7 @@ class Hydrant(Node):
         self.runner_done = False
         self.finished = False
         self.last_emit = 0.0
+        self.drained = 0          # items the runner had pulled when last drained
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
@@ -102,9 +103,10 @@ class Hydrant(Node):
             return None
         now = time.monotonic()
         wait = self.last_emit + defaults.COALESCE - now
-        if wait > 0 and len(runner.handoff) < defaults.WIRE_BATCH_ITEMS:
+        if wait > 0 and runner.pulled - self.drained < defaults.WIRE_BATCH_ITEMS:
             return wait
         self.last_emit = now
+        self.drained = runner.pulled      # at least these are in the handoff now
         self._drain()
         return None
 
@@ -184,7 +186,7 @@ class Hydrant(Node):
         if isinstance(output, Outbox):
             capacity = sum(link.credit for link in self.network.links_of(output) if link.alive)
         else:
-            capacity = 2 * defaults.WIRE_BATCH_ITEMS if output.credit() else 0
+            capacity = defaults.CREDIT_MAX if output.credit() else 0
         outstanding = (self.given - self.runner.pulled + len(self.runner.handoff)
                        + output.pending_items)
         want = capacity - outstanding
