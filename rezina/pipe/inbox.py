@@ -57,31 +57,42 @@ class Inbox:
         self.heard.add((link.port, link.key))
 
     def flush(self, used):
-        """Send pending acknowledgements, then credit up to window - used items."""
+        """Send pending acknowledgements and credit up to window - used items, one message
+        to each producer at most."""
         links = self.network.links_of(self)
+        grants = self._grants(links, used)
         for link in links:
+            give = grants.get(link, 0)
             if link.acks:
                 if link.alive:
-                    link.send(protocol.ACK, codec.packb(protocol.ranges_of(link.acks)))
+                    ranges = protocol.ranges_of(link.acks)
+                    link.send(protocol.ACK, codec.packb([ranges, give]))
                 link.acks.clear()
+            elif give:
+                link.send(protocol.CREDIT, codec.packb(give))
+
+    def _grants(self, links, used):
+        """link -> credit to give now: the free part of the window, shared out."""
         live = [link for link in links if link.alive and not link.eos]
         if not live:
-            return
+            return {}
         outstanding = sum(link.granted for link in live)
         free = self.window - used - outstanding
         if free <= 0:
-            return
+            return {}
         starving = any(link.granted == 0 for link in live)
         if free < min(self.window // 4, defaults.WIRE_BATCH_ITEMS) and not starving:
-            return
+            return {}
         share = max(1, free // len(live))
+        grants = {}
         for link in sorted(live, key=_granted_of):
             give = min(share, free)
             if give <= 0:
                 break
             link.granted += give
             free -= give
-            link.send(protocol.CREDIT, codec.packb(give))
+            grants[link] = give
+        return grants
 
     def leave(self):
         """Tell every producer this consumer is gone (it holds nothing unacknowledged)."""

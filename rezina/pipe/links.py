@@ -40,7 +40,8 @@ class Link:
         self.name = port.address
 
     def send(self, kind, header=_NO_HEADER, payload=None, now=None):
-        frames = [kind, header] if payload is None else [kind, header, payload]
+        frame = kind + header
+        frames = [frame] if payload is None else [frame, payload]
         self.last_sent = now or time.monotonic()
         return self.port.send(self.key, frames)
 
@@ -75,28 +76,31 @@ class Network:
     def receive(self, port):
         """Handle every message waiting on port."""
         edge = self.roles[port]
-        sock = port.socket
         now = self.clock()
-        while sock.poll(0):
-            key, frames = port.recv()
-            if len(frames) < 2 or frames[0] not in protocol.KINDS:
+        while True:
+            message = port.recv()
+            if message is None:
+                return
+            key, frames = message
+            kind = frames[0][:1]
+            if len(frames) > 2 or kind not in protocol.KINDS:
                 self._reject(port, "a frame that is not rezina's protocol")
                 continue
-            kind = frames[0]
+            header = frames[0][1:]
             link = self.links.get((port, key))
             if kind == protocol.HELLO:
-                link = self._greeted(port, key, link, frames[1], edge, now)
+                link = self._greeted(port, key, link, header, edge, now)
                 continue
             if link is None:
                 # a peer we do not know (we restarted, or it was lost): ask it to greet
-                port.send(key, [protocol.HELLO, self.hello_header(edge.role)])
+                port.send(key, [protocol.HELLO + self.hello_header(edge.role)])
                 continue
             link.last_seen = now
             if not link.alive:
                 self._revive(link, edge)
             if kind != protocol.PING:
                 try:
-                    edge.handle(link, kind, frames[1], frames[2] if len(frames) > 2 else None)
+                    edge.handle(link, kind, header, frames[1] if len(frames) > 1 else None)
                 except (ValueError, TypeError, KeyError) as exc:
                     self._reject(port, f"a malformed message ({exc})")
 

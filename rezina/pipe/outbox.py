@@ -72,7 +72,11 @@ class Outbox:
                 raise ValueError("credit is not a count")
             link.credit += credit
         elif kind == protocol.ACK:
-            for no in protocol.numbers_in(codec.unpackb(header)):
+            ranges, credit = codec.unpackb(header)
+            if not isinstance(credit, int) or credit < 0:
+                raise ValueError("credit is not a count")
+            link.credit += credit
+            for no in protocol.numbers_in(ranges):
                 batch = link.unacked.pop(no, None)
                 if batch is not None:
                     self.unacked_items -= batch.count

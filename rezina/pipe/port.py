@@ -70,8 +70,11 @@ class Port:
         return True
 
     def recv(self):
-        """(peer, frames) of one waiting message."""
-        frames = self.socket.recv_multipart()
+        """(peer, frames) of one waiting message, or None when none is waiting."""
+        try:
+            frames = self.socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
         if self.bound:
             return frames[0], frames[1:]
         return None, frames

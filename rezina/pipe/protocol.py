@@ -1,8 +1,8 @@
 """The edge protocol's messages, and the batch they carry.
 
-Every message is a ZeroMQ multipart message [kind, header] or, for a batch,
-[kind, header, payload]; a ROUTER socket prefixes the peer's routing id. The header is
-msgpack. Kinds and headers:
+Every message is a ZeroMQ message of one frame, a kind byte then the msgpack header, or
+for a batch two, the second the payload; a ROUTER socket prefixes the peer's routing id.
+Kinds and headers:
 
     HELLO   {'node': str, 'session': str, 'role': 'producer'|'consumer'}
             sent first by the connecting side, answered by the bound side
@@ -10,7 +10,9 @@ msgpack. Kinds and headers:
     BATCH   [no, run, ids, count], payload
             producer -> consumer; `no` is the producer's batch number, `ids` the first
             sequence number of a plain range of `count` items or a list of `count` seqs
-    ACK     [[first, end], ...]   consumer -> producer: batch numbers finished, as ranges
+    ACK     [[[first, end], ...], n]   consumer -> producer: batch numbers finished, as
+            ranges, and n more credit (acknowledgements and credit mean different things
+            and are counted apart; they share a message only to save one)
     EOS     None              producer -> consumer: no batch will follow
     PING    None              both ways, every heartbeat interval
     BYE     None              consumer -> producer: leaving; redeliver what it held
