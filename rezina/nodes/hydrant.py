@@ -77,7 +77,7 @@ class Hydrant(Node):
         self.runner_done = False
         self.finished = False
         self.last_emit = 0.0
-        self.drained = 0          # items the runner had pulled when last drained
+        self.drained = 0          # items taken from the runner's handoff
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
@@ -103,10 +103,9 @@ class Hydrant(Node):
             return None
         now = time.monotonic()
         wait = self.last_emit + defaults.COALESCE - now
-        if wait > 0 and runner.pulled - self.drained < defaults.WIRE_BATCH_ITEMS:
+        if wait > 0 and len(runner.handoff) < defaults.WIRE_BATCH_ITEMS and not runner.bulk:
             return wait
         self.last_emit = now
-        self.drained = runner.pulled      # at least these are in the handoff now
         self._drain()
         return None
 
@@ -118,26 +117,31 @@ class Hydrant(Node):
     def _drain(self):
         runner = self.runner
         runner.woken = False
+        runner.bulk = False
         handoff = runner.handoff
+        popleft = handoff.popleft
+        full = defaults.WIRE_BATCH_ITEMS
         items = []
+        append = items.append
         while handoff:
-            thing = handoff.popleft()
-            if type(thing) is Chunk:
-                items.extend(thing)
-                while len(items) >= defaults.WIRE_BATCH_ITEMS:
-                    self._emit(items[:defaults.WIRE_BATCH_ITEMS])
-                    del items[:defaults.WIRE_BATCH_ITEMS]
-                continue
-            if type(thing) is RunMark or thing is None:
+            thing = popleft()
+            kind = type(thing)
+            if kind is Chunk or kind is RunMark or thing is None:
+                if kind is Chunk:
+                    items.extend(thing)
+                    while len(items) >= full:
+                        self._emit(items[:full])
+                        del items[:full]
+                    continue
                 if items:
                     self._emit(items)
-                    items = []
+                    items.clear()
                 self._mark(thing)
                 continue
-            items.append(thing)
-            if len(items) >= defaults.WIRE_BATCH_ITEMS:
-                self._emit(items)
-                items = []
+            append(thing)
+            if len(items) >= full:
+                self._emit(items[:])
+                items.clear()
         if items:
             self._emit(items)
 
@@ -159,6 +163,7 @@ class Hydrant(Node):
         self._check_complete(run)
 
     def _emit(self, items):
+        self.drained += len(items)
         run = self.current
         first = run.next_seq
         run.next_seq += len(items)
@@ -187,8 +192,8 @@ class Hydrant(Node):
             capacity = sum(link.credit for link in self.network.links_of(output) if link.alive)
         else:
             capacity = defaults.CREDIT_MAX if output.credit() else 0
-        outstanding = (self.given - self.runner.pulled + len(self.runner.handoff)
-                       + output.pending_items)
+        # permits not yet used, items in the handoff, items not yet sent
+        outstanding = self.given - self.drained + output.pending_items
         want = capacity - outstanding
         if want > 0:
             self.given += want

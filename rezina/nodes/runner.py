@@ -92,7 +92,7 @@ class Runner(threading.Thread):
         self.handoff = deque()
         self.permits = Permits()
         self.stop = threading.Event()
-        self.pulled = 0
+        self.bulk = False             # a Chunk is waiting in the handoff
         self.woken = False
         self.skipped = 0
 
@@ -125,7 +125,7 @@ class Runner(threading.Thread):
                 return
             chunk = Chunk(sequence[position:position + budget])
             position += len(chunk)
-            self.pulled += len(chunk)
+            self.bulk = True
             self._hand(chunk)
             if budget > len(chunk):
                 self.permits.give(budget - len(chunk))
@@ -153,7 +153,6 @@ class Runner(threading.Thread):
                 except StopIteration:
                     break
                 budget -= 1
-                self.pulled += 1
                 hand(item)
                 if not self.woken:
                     self.woken = True
