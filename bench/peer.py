@@ -14,21 +14,10 @@ import sys
 import time
 
 from bench_funcs import identity
+from procs import read_hwm_kib
 
 PROCESSES = 2
 CHUNKSIZE = 256
-
-
-def peak_rss_kib(pid):
-    """VmHWM of a running process in KiB, or None once it is gone."""
-    try:
-        with open(f'/proc/{pid}/status') as status:
-            for line in status:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def main(argv):
@@ -41,7 +30,7 @@ def main(argv):
                 first = time.monotonic()
             count += 1
         last = time.monotonic()
-        workers = [peak_rss_kib(child.pid) for child in multiprocessing.active_children()]
+        workers = [read_hwm_kib(child.pid) for child in multiprocessing.active_children()]
     print(json.dumps({'items': count, 'first': first, 'last': last, 'workers': workers}),
           flush=True)
     return 0

@@ -97,12 +97,19 @@ def reference(n, timeout):
             timed_out = str(exc)
     if timed_out:
         return broken('reference', stage, timed_out)
-    report.seek(0)
-    try:
-        seen = json.loads(report.read())
-    except ValueError:
+    seen = read_report(report)
+    if seen is None:
         return broken('reference', stage, f"the sink (pid {sink.pid}) printed no report")
     return outcome('reference', stage, launch, seen['items'], seen['first'], seen['last'], n)
+
+
+def read_report(report):
+    """The JSON a contender printed into the temporary file report, or None."""
+    report.seek(0)
+    try:
+        return json.loads(report.read())
+    except ValueError:
+        return None
 
 
 def peer(n, timeout):
@@ -118,10 +125,8 @@ def peer(n, timeout):
             timed_out = str(exc)
     if timed_out:
         return broken('peer', stage, timed_out)
-    report.seek(0)
-    try:
-        seen = json.loads(report.read())
-    except ValueError:
+    seen = read_report(report)
+    if seen is None:
         return broken('peer', stage, f"peer.py (pid {parent.pid}) printed no report")
     # the pool's parent read its workers' peaks just before closing them: exact
     parent.children_hwm_kib = {f'worker{i}': kib for i, kib in enumerate(seen['workers'])}
