@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+from itertools import repeat
 
 from rezina import defaults, exitcodes
 from rezina.cli import run_command
@@ -78,6 +79,7 @@ class Hydrant(Node):
         self.finished = False
         self.last_emit = 0.0
         self.drained = 0          # items taken from the runner's handoff
+        self.specials_seen = 0    # Chunks and RunMarks taken from it
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
 
@@ -115,35 +117,42 @@ class Hydrant(Node):
             self._give_permits()
 
     def _drain(self):
+        """Take everything the runner handed over and send it as batches of each run."""
         runner = self.runner
         runner.woken = False
         runner.bulk = False
         handoff = runner.handoff
         popleft = handoff.popleft
-        full = defaults.WIRE_BATCH_ITEMS
-        items = []
-        append = items.append
+        pending = []
         while handoff:
-            thing = popleft()
-            kind = type(thing)
-            if kind is Chunk or kind is RunMark or thing is None:
-                if kind is Chunk:
-                    items.extend(thing)
-                    while len(items) >= full:
-                        self._emit(items[:full])
-                        del items[:full]
-                    continue
-                if items:
-                    self._emit(items)
-                    items.clear()
-                self._mark(thing)
+            # the count of Chunks and RunMarks is read after the length: one already in
+            # the handoff is then counted (the runner counts before it appends)
+            count = len(handoff)
+            specials = runner.specials
+            taken = [popleft() for _ in repeat(None, count)]
+            if specials == self.specials_seen:
+                pending.extend(taken)
                 continue
-            append(thing)
-            if len(items) >= full:
-                self._emit(items[:])
-                items.clear()
-        if items:
-            self._emit(items)
+            for thing in taken:
+                kind = type(thing)
+                if kind is Chunk:
+                    pending.extend(thing)
+                elif kind is RunMark or thing is None:
+                    self.specials_seen += 1
+                    self._emit_all(pending)
+                    pending = []
+                    self._mark(thing)
+                    continue
+                else:
+                    pending.append(thing)
+                    continue
+                self.specials_seen += 1
+        self._emit_all(pending)
+
+    def _emit_all(self, items):
+        full = defaults.WIRE_BATCH_ITEMS
+        for start in range(0, len(items), full):
+            self._emit(items[start:start + full])
 
     def _mark(self, mark):
         if mark is None:

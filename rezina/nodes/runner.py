@@ -93,10 +93,14 @@ class Runner(threading.Thread):
         self.permits = Permits()
         self.stop = threading.Event()
         self.bulk = False             # a Chunk is waiting in the handoff
+        self.specials = 0             # Chunks and RunMarks handed over so far
         self.woken = False
         self.skipped = 0
 
     def _hand(self, thing):
+        """Hand over a Chunk, RunMark or None (the end): counted first, then appended,
+        so that the main thread never takes one for an item (see Hydrant._drain)."""
+        self.specials += 1
         self.handoff.append(thing)
         if not self.woken:
             self.woken = True
