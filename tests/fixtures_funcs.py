@@ -130,3 +130,12 @@ def segfault_on_poison(item):
 def unsendable_on_seven(item):
     """A result the wire cannot carry, for item 7 only."""
     return {item} if item == 7 else item
+
+
+def big_strings(count, kib):
+    """count strings of kib KiB each, every one different."""
+    return [f"{i:08d}" + 'x' * (kib * 1024 - 8) for i in range(count)]
+
+
+def length(item):
+    return len(item)

@@ -315,3 +315,13 @@ def test_every_command_reports_an_address_in_use_and_exits(procs, argv):
         code, _, err = finish(proc, timeout=20)
     assert code == exitcodes.FAILED
     assert f"cannot bind tcp://127.0.0.1:{port}: address already in use" in err
+
+
+@pytest.mark.parametrize('count, kib, notch_args', [
+    (300, 1, []), (2000, 1, ['-p', '2', '-t', '3']), (3, 3000, []), (2, 3000, ['-t', '2'])])
+def test_large_items_pass_through_a_notch(procs, count, kib, notch_args):
+    codes, out, _ = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_funcs:big_strings', str(count), str(kib)],
+        ['rz-notch', *notch_args, 'fixtures_funcs:length'], ['rz-bocca'], timeout=60)
+    assert codes == [0, 0, 0]
+    assert json_lines(out) == [kib * 1024] * count

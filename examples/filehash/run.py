@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE), str(HERE.parent)]      # this example's modules, and shellpipe
 import shellpipe  # noqa: E402  (examples/shellpipe.py, shared by the examples)
 
 PROG = 'filehash/run.py'
@@ -87,7 +87,8 @@ def main(argv=None):
     except shellpipe.CommandNotFound as exc:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return 1
-    listed = sum(1 for _ in load_module(HERE / 'files.py').list_files(directory))
+    import files
+    listed = sum(1 for _ in files.list_files(directory))
     remove_database(db)
 
     print(shellpipe.shell_line(stages, HERE), file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE), str(HERE.parent)]      # this example's modules, and shellpipe
 import shellpipe  # noqa: E402  (examples/shellpipe.py, shared by the examples)
 
 PROG = 'weather/run.py'
@@ -121,7 +121,7 @@ def count_stored(db):
 
 def count_cities(limit):
     """How many cities the hydrant yields for LIMIT."""
-    cities = load_module(HERE / 'cities.py')
+    import cities
     return sum(1 for _ in cities.get_cities(limit))
 
 

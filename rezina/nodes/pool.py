@@ -13,6 +13,7 @@ import warnings
 from collections import deque
 
 import msgpack
+import zmq
 
 from rezina.errors import RezinaError
 from rezina.nodes import notch_worker
@@ -193,7 +194,7 @@ class Pool:
                 pass
             except OSError:
                 return      # it died; its end of file will tell
-        self.loop.modify(child.fd, 1 | (4 if child.out else 0))   # POLLIN | POLLOUT
+        self.loop.modify(child.fd, zmq.POLLIN | (zmq.POLLOUT if child.out else 0))
 
     @property
     def idle(self):
@@ -202,9 +203,9 @@ class Pool:
     # results
 
     def _ready(self, child, events):
-        if events & 4:
+        if events & zmq.POLLOUT:
             self._write(child)
-        if not events & 1:
+        if not events & zmq.POLLIN:
             return
         try:
             data = child.sock.recv(1 << 20)
