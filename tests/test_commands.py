@@ -1,6 +1,7 @@
 """The stage commands in shell pipes: items, ids, errors and exit statuses."""
 
 import json
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -325,3 +326,32 @@ def test_large_items_pass_through_a_notch(procs, count, kib, notch_args):
         ['rz-notch', *notch_args, 'fixtures_funcs:length'], ['rz-bocca'], timeout=60)
     assert codes == [0, 0, 0]
     assert json_lines(out) == [kib * 1024] * count
+
+
+def test_prints_in_user_code_do_not_corrupt_the_stream(procs):
+    codes, out, errs = run_pipeline(
+        procs, ['rz-hydrant', 'fixtures_noisy:numbers', '5'],
+        ['rz-notch', 'fixtures_noisy:identity'], ['rz-bocca'])
+    assert codes == [0, 0, 0]
+    assert sorted(json_lines(out)) == [0, 1, 2, 3, 4]
+    assert 'fixtures_noisy imported' in errs[0] and 'numbers called' in errs[0]
+    assert 'fixtures_noisy imported' in errs[1]
+
+
+def test_a_stage_that_dies_fails_the_stages_after_it(procs):
+    chain = procs.pipeline(
+        ['rz-hydrant', '--every', '0.05', 'fixtures_funcs:numbers', '10'],
+        ['rz-notch', 'fixtures_funcs:identity'], ['rz-bocca'])
+    assert chain[-1].stdout.readline()
+    chain[0].send_signal(signal.SIGKILL)
+    chain[-1].communicate(timeout=20)
+    assert [p.wait(timeout=20) for p in chain[1:]] == [exitcodes.FAILED, exitcodes.FAILED]
+    for proc in chain[1:]:
+        assert 'stdin ended without end of stream' in stderr_of(proc)
+
+
+def test_a_module_that_is_not_callable_is_a_usage_error(procs):
+    for command in ('rz-hydrant', 'rz-notch'):
+        code, _, err = finish(procs.start([command, 'fixtures_funcs:CITIES'],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
+        assert code == exitcodes.USAGE and "cannot call 'fixtures_funcs:CITIES'" in err

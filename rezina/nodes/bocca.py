@@ -189,7 +189,8 @@ class Bocca(Node):
         rate = self.stored / span if span > 0 else 0.0
         log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
                  self.name, self.stored, span, rate, self.failed)
-        return exitcodes.FAILED if self.failed or self.abandoned else exitcodes.OK
+        truncated = self.input_truncated()
+        return exitcodes.FAILED if self.failed or self.abandoned or truncated else exitcodes.OK
 
 
 def _serve(args):

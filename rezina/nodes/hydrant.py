@@ -35,7 +35,7 @@ from itertools import repeat
 from rezina import defaults, exitcodes
 from rezina.cli import run_command
 from rezina.errors import UsageError
-from rezina.nodes.node import Node
+from rezina.nodes.node import Node, take_stdout
 from rezina.nodes.runner import Chunk, Run, RunMark, Runner
 from rezina.pipe import codec, protocol
 from rezina.pipe.endpoint import parse_endpoint
@@ -228,7 +228,7 @@ class Hydrant(Node):
 
     def done(self):
         if self.finished:
-            return True
+            return self.output.idle or self.drain_expired()
         if self.stop_requested:
             self.runner.stop.set()
             self.runner.permits.close()
@@ -241,7 +241,7 @@ class Hydrant(Node):
             for run in self.runs.values():
                 log.warning("%s: run %s stopped after %d items", self.name, run.id,
                             run.items)
-        return self.finished
+        return False
 
     def serve(self):
         self.runner.start()
@@ -271,6 +271,8 @@ def build(args):
     func_args = [parse_arg(a) for a in args['ARG']]
     kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
     out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
+    if out.is_stdio:
+        take_stdout()            # before the user's module can print at import
     interval = parse_every(args['--every']) if args['--every'] else None
     start = parse_start(args['--start']) if args['--start'] else None
     if args['--run-id'] and interval:

@@ -5,6 +5,7 @@ Runs in every rz-hydrant, rz-notch and rz-bocca process (not in notch worker chi
 
 import logging
 import os
+import sys
 import time
 
 import zmq
@@ -23,12 +24,18 @@ log = logging.getLogger(__name__)
 STDIN, STDOUT = 0, 1
 
 
+_stdout_fd = None
+
+
 def take_stdout():
     """A private fd for the stream on stdout; fd 1 then goes to stderr, so that a print()
-    in the user's code cannot corrupt the stream."""
-    fd = os.dup(STDOUT)
-    os.dup2(2, STDOUT)
-    return fd
+    in the user's code cannot corrupt the stream. Call it before importing user code."""
+    global _stdout_fd
+    if _stdout_fd is None:
+        sys.stdout.flush()
+        _stdout_fd = os.dup(STDOUT)
+        os.dup2(2, STDOUT)
+    return _stdout_fd
 
 
 class Node:
@@ -127,6 +134,14 @@ class Node:
         if now >= self._next_tick:
             self.network.tick()
             self._next_tick = now + defaults.HEARTBEAT_INTERVAL / 4
+
+    def input_truncated(self):
+        """True, after saying so, when stdin ended without its end-of-stream record."""
+        if isinstance(self.input, PipeReader) and self.input.truncated:
+            log.error("%s: stdin ended without end of stream: the stage before this one "
+                      "stopped early", self.name)
+            return True
+        return False
 
     def drain_expired(self):
         """True once a stop has waited DRAIN_TIMEOUT for the items in flight."""

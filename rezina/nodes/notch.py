@@ -31,7 +31,8 @@ import time
 
 from rezina import defaults, exitcodes
 from rezina.cli import int_option, run_command
-from rezina.nodes.node import Node
+from rezina.errors import UnknownFunction
+from rezina.nodes.node import Node, take_stdout
 from rezina.nodes.pool import Pool
 from rezina.pipe import protocol
 from rezina.pipe.endpoint import parse_endpoint
@@ -121,13 +122,14 @@ class Notch(Node):
 
     def done(self):
         if self.finished:
-            return True
+            return self.output.idle or self.drain_expired()
         ended = self.input.ended() or self.stop_requested
         if ended and not self.open_batches and self.pool.idle and self.output.idle:
             if self.output.ready_to_finish() or self.stop_requested:
-                self.output.finish()
+                # a truncated input ends the output truncated too: the sink must know
+                self.output.finish(clean=not getattr(self.input, 'truncated', False))
                 self.finished = True
-        return self.finished
+        return False
 
     def serve(self):
         self.pool.private_fds = self.private_fds()
@@ -140,19 +142,23 @@ class Notch(Node):
         redelivered = self.pool.redelivered + getattr(self.output, 'redelivered', 0)
         log.info("%s: %d items in, %d out, %d failed, %d redelivered, in %.2f s", self.name,
                  self.items_in, self.items_out, self.failed, redelivered, elapsed)
-        return exitcodes.FAILED if self.failed else exitcodes.OK
+        truncated = self.input_truncated()
+        return exitcodes.FAILED if self.failed or truncated else exitcodes.OK
 
 
 def _serve(args):
     add_search_path(args['--path'])
     spec = args['MOD:FUNC']
-    import_target(spec)          # fail here, once, rather than in every child
+    out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
+    if out.is_stdio:
+        take_stdout()            # before the user's module can print at import
+    if not callable(import_target(spec)):    # fail here, once, rather than in every child
+        raise UnknownFunction(f"cannot call {spec!r}: it is not a function")
     processes = int_option(args, '--processes', 1)
     threads = int_option(args, '--threads', 1)
     max_deliveries = int_option(args, '--max-deliveries', 1)
     producers = int_option(args, '--producers', 0)
     inputs = [parse_endpoint(e, '--in', bind_by_default=False) for e in args['--in']]
-    out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
     name = args['--name'] or split_spec(spec)[1][-1]
     notch = Notch(name, spec, processes, threads, max_deliveries)
     try:

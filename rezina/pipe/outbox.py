@@ -119,7 +119,7 @@ class Outbox:
             return False
         return any(link.alive for link in links)
 
-    def finish(self):
+    def finish(self, clean=True):
         """Tell every consumer that no batch will follow."""
         self.eos_sent = True
         for link in self.network.links_of(self):

@@ -1,8 +1,9 @@
 """Edges over OS pipes: a msgpack stream of batch records, read and written as they come.
 
-A record is the msgpack array [run, ids, count, payload]. There is no back channel: the
-pipe's buffer is the window, end of file is end of stream, and a batch counts as
-acknowledged once it is written whole into the pipe.
+A record is the msgpack array [run, ids, count, payload]; a stream that ends cleanly ends
+with a nil record, so that end of file without it tells the reader its writer died. There
+is no back channel: the pipe's buffer is the window, and a batch counts as acknowledged
+once it is written whole into the pipe.
 """
 
 import errno
@@ -20,6 +21,7 @@ from rezina.pipe import codec, protocol
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+END_RECORD = msgpack.packb(None)
 
 
 class DownstreamClosed(Exception):
@@ -88,7 +90,12 @@ class PipeWriter:
     def ready_to_finish(self):
         return True
 
-    def finish(self):
+    def finish(self, clean=True):
+        """End the stream: with the end-of-stream record unless it is not clean (then the
+        reader knows, as if this writer had died)."""
+        if not self.eos_sent and clean:
+            self.buffer += END_RECORD
+            self.queued += len(END_RECORD)
         self.eos_sent = True
 
     def close(self):
@@ -111,6 +118,7 @@ class PipeReader:
         self.eos = False
         self.received = 0
         self.fed = 0
+        self.ended_cleanly = False    # the end-of-stream record arrived
 
     def read(self):
         """Batches whole in what the fd holds now; sets eos at end of file."""
@@ -125,6 +133,9 @@ class PipeReader:
         batches = []
         try:
             for record in self.unpacker:
+                if record is None:
+                    self.ended_cleanly = True
+                    continue
                 batches.append(_batch_of_record(record))
         except (TypeError, ValueError):
             raise BadStream(f"{self.name} is not a rezina record stream "
@@ -137,6 +148,11 @@ class PipeReader:
 
     def ended(self):
         return self.eos
+
+    @property
+    def truncated(self):
+        """End of file came without the end-of-stream record: the writer stopped early."""
+        return self.eos and not self.ended_cleanly
 
 
 def _batch_of_record(record):
