@@ -30,6 +30,10 @@ LABEL_FORMAT = '%Y%m%dT%H%M%S'
 MAX_LABEL_DIGITS = 6            # microseconds: the precision of an epoch float
 
 
+MIN_YEAR, MAX_YEAR = 1970, 9000
+MAX_INTERVAL = 100 * 365.25 * 86400
+
+
 class ScheduleError(UsageError):
     """A --start or --every value that does not parse or cannot be a schedule."""
 
@@ -41,6 +45,8 @@ def parse_start(value):
     except (TypeError, ValueError):
         raise ScheduleError(
             f"--start {value!r}: expected {START_FORMAT_SHOWN!r}") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ScheduleError(f"--start {value!r}: expected a year from {MIN_YEAR} to {MAX_YEAR}")
     return moment.timestamp()   # a naive datetime is local time
 
 
@@ -63,6 +69,9 @@ def check_interval(seconds, shown=None):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         raise ScheduleError(f"--every {str(shown)!r}: expected a number of seconds above 0")
+    if seconds > MAX_INTERVAL:
+        raise ScheduleError(f"--every {str(shown)!r}: expected at most {MAX_INTERVAL:.0f} "
+                            f"seconds (100 years)")
     return seconds
 
 
@@ -77,7 +86,8 @@ class SystemClock:
 
     def wait(self, seconds, stop_event):
         """Wait up to seconds, or less if stop_event is set; True if it was set."""
-        return stop_event.wait(max(0.0, seconds))
+        # at most a day at a time: a far deadline would overflow the wait (ticks() waits again)
+        return stop_event.wait(min(max(0.0, seconds), 86400.0))
 
 
 class Tick(NamedTuple):

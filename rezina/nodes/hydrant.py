@@ -82,6 +82,7 @@ class Hydrant(Node):
         self.specials_seen = 0    # Chunks and RunMarks taken from it
         self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
                              lambda: self.fired > self.completed)
+        self.runner.name = name
 
     def name_run(self, tick):
         """The Run of a tick (called in the runner thread)."""
@@ -252,7 +253,9 @@ class Hydrant(Node):
             self.runner.permits.close()
         if self.runner.skipped:
             log.info("%s: %d ticks skipped", self.name, self.runner.skipped)
-        failed = self.failed_runs or self.failed_items
+        if self.runner.crashed:
+            log.error("%s: the schedule stopped: %s", self.name, self.runner.crashed)
+        failed = self.failed_runs or self.failed_items or self.runner.crashed
         return exitcodes.FAILED if failed else exitcodes.OK
 
 

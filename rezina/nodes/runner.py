@@ -96,6 +96,8 @@ class Runner(threading.Thread):
         self.specials = 0             # Chunks and RunMarks handed over so far
         self.woken = False
         self.skipped = 0
+        self.crashed = None
+        self.name = ''
 
     def _hand(self, thing):
         """Hand over a Chunk, RunMark or None (the end): counted first, then appended,
@@ -108,17 +110,23 @@ class Runner(threading.Thread):
 
     def run(self):
         try:
-            for tick in self.schedule.ticks(self.stop):
-                if self.busy():
-                    self.skipped += 1
-                    log.warning("tick %s skipped: the previous run is still in flight",
-                                tick.label)
-                    continue
-                self._fire(self.name_run(tick))
-                if self.permits.closed:
-                    break
+            self._run_ticks()
+        except Exception as exc:         # a bug of ours: the node must not end as if done
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            log.debug("the runner crashed:\n%s", traceback.format_exc())
         finally:
             self._hand(None)     # the runner is done
+
+    def _run_ticks(self):
+        for tick in self.schedule.ticks(self.stop):
+            if self.busy():
+                self.skipped += 1
+                log.warning("%s: tick %s skipped: the previous run is still in flight",
+                            self.name, tick.label)
+                continue
+            self._fire(self.name_run(tick))
+            if self.permits.closed:
+                break
 
     def _hand_sequence(self, sequence):
         """Hand a sequence over in slices as large as the permits: it cannot block."""
