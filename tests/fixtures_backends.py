@@ -63,3 +63,18 @@ class NotABackend:
 
 def not_a_class(message):
     """A function, not a backend class."""
+
+
+class FailOnThree(StorageBackend):
+    """Appends each item to `path` as a line; the item 3 can never be written."""
+
+    def __init__(self, logger, path):
+        super().__init__(logger, path)
+        self.path = path
+
+    def write(self, message):
+        for item in message if isinstance(message, list) else [message]:
+            if item == 3:
+                raise ValueError("three is not welcome")
+            with open(self.path, 'a') as out:
+                out.write(f"{item}\n")

@@ -355,3 +355,28 @@ def test_a_module_that_is_not_callable_is_a_usage_error(procs):
         code, _, err = finish(procs.start([command, 'fixtures_funcs:CITIES'],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
         assert code == exitcodes.USAGE and "cannot call 'fixtures_funcs:CITIES'" in err
+
+
+def test_an_item_the_sink_cannot_write_fails_alone(procs, tmp_path):
+    out = tmp_path / 'written.txt'
+    codes, _, errs = run_pipeline(
+        procs, ['rz-hydrant', '--name', 't', '--run-id', 'w', 'fixtures_funcs:numbers', '8'],
+        ['rz-bocca', '--mode', 'batch', '--args', json.dumps([str(out)]),
+         'fixtures_backends:FailOnThree'], timeout=60)
+    assert codes == [0, exitcodes.FAILED]
+    assert set(out.read_text().split()) == {'0', '1', '2', '4', '5', '6', '7'}
+    assert "item t/w:3 failed: the sink failed to write it 3 times" in errs[1]
+    assert "three is not welcome" in errs[1]
+
+
+def test_a_sink_that_cannot_write_stops_at_once_on_sigterm(procs, tmp_path):
+    feeder = procs.start(['rz-hydrant', '--every', '0.1', 'fixtures_funcs:numbers', '3'],
+                         stdout=subprocess.PIPE)
+    sink = procs.start(['rz-bocca', 'fixtures_backends:FailingWrite'], stdin=feeder.stdout)
+    feeder.stdout.close()
+    wait_for(lambda: 'retrying in' in stderr_of(sink), what='a failed write')
+    sink.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert sink.wait(timeout=10) == exitcodes.FAILED
+    assert time.monotonic() - stopped < 2.0
+    assert 'items not written' in stderr_of(sink)

@@ -50,6 +50,7 @@ from rezina.target import add_search_path, parse_json
 log = logging.getLogger(__name__)
 PROG = 'rz-bocca'
 RETRY_MAX = 30.0
+ITEM_ATTEMPTS = 3           # writes of one item alone that fail before it fails alone
 
 
 class Bocca(Node):
@@ -71,6 +72,9 @@ class Bocca(Node):
         self.retry_at = 0.0
         self.retry_wait = 0.0
         self.abandoned = 0
+        self.narrow = 0            # writes of one item left, to find a failing item
+        self.head_attempts = 0     # failed writes of the first unwritten item alone
+        self.last_error = ''
 
     def load(self):
         return self.pending_items
@@ -119,27 +123,66 @@ class Bocca(Node):
     def _write_pending(self):
         """Write pending items, at most batch-size a write in batch mode; acknowledge each
         wire batch once all its items are written."""
-        limit = self.batch_size if self.mode == 'batch' else None
         while self.pending:
-            parts, count = [], 0
-            for entry in self.pending:
-                left = len(entry[1]) - entry[3]
-                take = left if limit is None else min(left, limit - count)
-                if take:
-                    parts.append((entry, entry[3], entry[3] + take))
-                    count += take
-                if limit is not None and count >= limit:
-                    break
+            limit = 1 if self.narrow else (self.batch_size if self.mode == 'batch' else None)
+            parts, count = self._take(limit, skip=0)
             if not self._write(parts):
+                self._write_failed(count)
                 return
-            for entry, _, end in parts:
-                entry[3] = end
-            while self.pending and self.pending[0][3] == len(self.pending[0][1]):
-                self.input.ack(self.pending.pop(0)[0])
-            self.pending_items -= count
+            self._written(parts, count)
+            self.head_attempts = 0
+            self.narrow = max(0, self.narrow - 1)
+        self.oldest = None
+
+    def _take(self, limit, skip):
+        """(parts, count): up to limit unwritten items, after the first skip of them."""
+        parts, count = [], 0
+        for entry in self.pending:
+            start = entry[3]
+            left = len(entry[1]) - start
+            passed = min(skip, left)
+            skip -= passed
+            start, left = start + passed, left - passed
+            take = left if limit is None else min(left, limit - count)
+            if take:
+                parts.append((entry, start, start + take))
+                count += take
+            if limit is not None and count >= limit:
+                break
+        return parts, count
+
+    def _written(self, parts, count, stored=True):
+        for entry, _, end in parts:
+            entry[3] = end
+        while self.pending and self.pending[0][3] == len(self.pending[0][1]):
+            self.input.ack(self.pending.pop(0)[0])
+        self.pending_items -= count
+        if stored:
             self.stored += count
             self.last_at = time.monotonic()
-        self.oldest = None
+
+    def _write_failed(self, count):
+        """Find the item a failing write stumbles on: one item a write, and an item that
+        fails ITEM_ATTEMPTS times while the one after it can be written fails alone."""
+        if count > 1:
+            self.narrow = count
+            self.retry_at = 0.0
+            return
+        self.head_attempts += 1
+        if self.head_attempts < ITEM_ATTEMPTS or self.pending_items < 2:
+            return
+        probe, _ = self._take(1, skip=1)
+        if not self._write(probe):
+            self.head_attempts = 0       # the items after it fail too: the sink is down
+            return
+        head, _ = self._take(1, skip=0)
+        (entry, index, _), = head
+        self._failed(f"{entry[0].run}:{_seq_of(entry, index)}",
+                     f"the sink failed to write it {ITEM_ATTEMPTS} times: {self.last_error}")
+        self._written(head, 1, stored=False)
+        self._written(probe, 1)
+        self.head_attempts = 0
+        self.retry_at = 0.0
 
     def _write(self, parts):
         # TODO: write from a thread of its own, so that a backend slower than the peer-lost
@@ -159,6 +202,7 @@ class Bocca(Node):
         except BrokenPipeError:
             raise DownstreamClosed() from None
         except SinkError as exc:
+            self.last_error = str(exc)
             self.retry_wait = min(RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
             log.warning("%s: %s; retrying in %.0f s", self.name, exc, self.retry_wait)
@@ -171,7 +215,8 @@ class Bocca(Node):
 
     def done(self):
         if self.pending:
-            if not self.drain_expired():
+            failing = self.retry_wait > 0      # stopping: no use waiting on a failing sink
+            if not (self.drain_expired() or (self.stop_requested and failing)):
                 return False
             self.abandoned = self.pending_items
             log.warning("%s: stopping with %d items not written; they were not "
@@ -220,3 +265,8 @@ def _serve(args):
 
 def main(argv=None):
     return run_command(PROG, __doc__, sys.argv[1:] if argv is None else argv, _serve)
+
+
+def _seq_of(entry, index):
+    batch, _, ids, _ = entry
+    return (batch.seqs() if ids is None else ids)[index]
