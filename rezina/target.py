@@ -32,7 +32,7 @@ def import_target(spec):
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownFunction(f"cannot import {spec!r}: {exc}") from None
-    except Exception as exc:  # the user's module raised while importing
+    except (Exception, SystemExit) as exc:  # the user's module raised while importing
         raise UnknownFunction(
             f"cannot import {spec!r}: {type(exc).__name__}: {exc}") from None
     for name in attrs:

@@ -87,7 +87,7 @@ def test_max_deliveries_sets_the_quarantine_threshold(procs):
     out, _ = chain[-1].communicate(timeout=60)
     assert [p.wait(timeout=30) for p in chain] == [0, exitcodes.FAILED, 0]
     assert len(out.split()) == 19
-    assert "died running it 1 times" in stderr_of(chain[1])
+    assert "died running it 1 time (the last" in stderr_of(chain[1])
 
 
 def test_periodic_source_runs_on_the_grid_until_stopped(procs):

@@ -221,6 +221,8 @@ class Hydrant(Node):
         run.ended = time.monotonic()
         self.completed += 1
         del self.runs[run.id]
+        if run.error:
+            return       # its failure is already reported
         failures = f", {run.failed} failed" if run.failed else ""
         log.info("%s: run %s complete: %d items in %.2f s%s", self.name, run.id,
                  run.items, run.ended - run.started, failures)

@@ -292,8 +292,9 @@ class Pool:
 
     def _quarantine(self, unit, index, how):
         seq = unit.seq(index)
-        self.on_quarantine(unit, seq, f"its worker died running it {unit.deaths[index]} "
-                                      f"times (the last {how})")
+        deaths = unit.deaths[index]
+        self.on_quarantine(unit, seq, f"its worker died running it {deaths} "
+                                      f"time{'s' if deaths > 1 else ''} (the last {how})")
         unit.payload = slicing.without_items(unit.payload, [index])
         if isinstance(unit.ids, int):
             seqs = list(range(unit.ids, unit.ids + unit.count))

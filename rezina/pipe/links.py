@@ -147,6 +147,8 @@ class Network:
         """Ping quiet links and lose silent ones; call at least once a heartbeat interval."""
         now = self.clock()
         for (port, key), link in list(self.links.items()):
+            if link.session is None and not port.bound:
+                continue         # never answered yet: nothing to lose (it may start later)
             if link.alive and now - link.last_seen > defaults.PEER_LOST_AFTER:
                 link.alive = False
                 # a producer that ended its stream is expected to go quiet
@@ -159,7 +161,8 @@ class Network:
                 continue
             if now - link.last_sent >= defaults.HEARTBEAT_INTERVAL:
                 if not link.send(protocol.PING, now=now) and port.bound:
-                    link.last_seen = 0.0   # the ROUTER dropped it: lose it next tick
+                    # the ROUTER no longer knows it: lose it at the next tick
+                    link.last_seen = now - defaults.PEER_LOST_AFTER - 1
 
     def links_of(self, edge):
         return [link for link in self.links.values() if self.roles[link.port] is edge]
