@@ -240,10 +240,12 @@ class Hydrant(Node):
             drained = self.runner_done and not self.runs and self.output.idle
         if drained and (self.output.ready_to_finish() or self.stop_requested):
             self.output.finish()
+            self.output.pump()          # the end record, now rather than at the next tick
             self.finished = True
             for run in self.runs.values():
                 log.warning("%s: run %s stopped after %d items", self.name, run.id,
                             run.items)
+            return self.output.idle
         return False
 
     def serve(self):

@@ -128,7 +128,9 @@ class Notch(Node):
             if self.output.ready_to_finish() or self.stop_requested:
                 # a truncated input ends the output truncated too: the sink must know
                 self.output.finish(clean=not getattr(self.input, 'truncated', False))
+                self.output.pump()      # the end record, now rather than at the next tick
                 self.finished = True
+                return self.output.idle
         return False
 
     def serve(self):
