@@ -10,7 +10,7 @@ Starts the local weather service (weather_service.py) on a free port, then runs
 from this directory, stops the service, and reports how many cities were stored, where,
 and how long it took. The pipeline's command line is printed on stderr first.
 
-    python examples/weather/run.py                 # all 34,006 cities, about 70 s
+    python examples/weather/run.py                 # all 34,006 cities, 80 to 90 s
     python examples/weather/run.py --limit 500     # a quick try
 """
 
