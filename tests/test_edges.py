@@ -117,3 +117,17 @@ def test_a_sink_killed_and_started_again_loses_nothing(procs, tmp_path):
     ids = stored(db)
     assert len(ids) == n and set(ids) == {f't/s:{i}' for i in range(n)}
     assert 'restarted' in stderr_of(notch)
+
+
+def test_an_item_entering_an_idle_pipeline_over_endpoints_reaches_the_sink_at_once(
+        procs, tmp_path):
+    flag = tmp_path / 'go'
+    a, b = f'ipc://{tmp_path}/a', f'ipc://{tmp_path}/b'
+    sink = procs.start(['rz-bocca', '--in', '@' + b], stdout=subprocess.PIPE)
+    notch = procs.start(['rz-notch', '--in', a, '--out', '>' + b, 'fixtures_funcs:identity'])
+    source = procs.start(['rz-hydrant', '--out', a, 'fixtures_funcs:one_then_wait', str(flag)])
+    assert sink.stdout.readline() == b'"first"\n'    # while the source holds the second
+    flag.touch()
+    assert sink.stdout.readline() == b'"second"\n'
+    for proc in (source, notch, sink):
+        assert proc.wait(timeout=30) == 0, stderr_of(proc)
