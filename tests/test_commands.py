@@ -212,6 +212,8 @@ def test_batch_mode_flushes_under_steady_input(procs, tmp_path):
     (['rz-bocca', '--mode', 'fast'], "--mode"),
     (['rz-hydrant', '--every', '0', 'fixtures_funcs:numbers', '1'], "--every"),
     (['rz-hydrant', '--bogus', 'fixtures_funcs:numbers'], "--bogus"),
+    (['rz-hydrant', '--run-id', '', 'fixtures_funcs:numbers'], "--run-id '': expected"),
+    (['rz-hydrant', '--name', 'a:b', 'fixtures_funcs:numbers'], "--name 'a:b': expected"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(procs, argv, message):
     code, out, err = finish(procs.start(argv, stdin=subprocess.DEVNULL,

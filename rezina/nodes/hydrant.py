@@ -282,6 +282,10 @@ def build(args):
         take_stdout()            # before the user's module can print at import
     interval = parse_every(args['--every']) if args['--every'] else None
     start = parse_start(args['--start']) if args['--start'] else None
+    for option in ('--name', '--run-id'):
+        text = args[option]
+        if text is not None and (not text or not text.isprintable() or ':' in text):
+            raise UsageError(f"{option} {text!r}: expected printable text without ':'")
     if args['--run-id'] and interval:
         raise UsageError("--run-id names a one-shot run: it cannot be used with --every")
     func = resolve_callable(spec)
