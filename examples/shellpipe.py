@@ -6,9 +6,11 @@ any stage shows (a shell reports only the last one without `set -o pipefail`).
 """
 
 import shlex
+import sqlite3
 import shutil
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 STDERR = 2  # our stderr's file descriptor, whatever sys.stderr has become
@@ -86,3 +88,18 @@ def pipeline_status(statuses):
         if status != 0:
             return 128 - status if status < 0 else status
     return 0
+
+
+def remove_database(db):
+    """Delete DB and its WAL files, so a run starts from an empty database."""
+    for suffix in ('', '-wal', '-shm', '-journal'):
+        Path(f'{db}{suffix}').unlink(missing_ok=True)
+
+
+def query_row(db, sql, default):
+    """The first row SQL gives on DB, read only; default where DB or its table is missing."""
+    try:
+        with closing(sqlite3.connect(f'{Path(db).as_uri()}?mode=ro', uri=True)) as database:
+            return database.execute(sql).fetchone()
+    except sqlite3.OperationalError:
+        return default

@@ -13,11 +13,9 @@ line is printed on stderr first.
 """
 
 import argparse
-import sqlite3
 import sys
 import sysconfig
 import time
-from contextlib import closing
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,21 +55,11 @@ def build_stages(directory, db, procs=2):
     ]
 
 
-def remove_database(db):
-    """Delete DB and its WAL files, so this run starts from an empty database."""
-    for suffix in ('', '-wal', '-shm', '-journal'):
-        Path(f'{db}{suffix}').unlink(missing_ok=True)
-
-
 def count_stored(db):
     """(rows, distinct paths, total bytes, total lines) in DB's items table."""
-    try:
-        with closing(sqlite3.connect(f'{Path(db).as_uri()}?mode=ro', uri=True)) as database:
-            rows, paths, size, lines = database.execute(
-                'SELECT COUNT(*), COUNT(DISTINCT "path"), SUM("bytes"), SUM("lines") '
-                'FROM items').fetchone()
-    except sqlite3.OperationalError:
-        return 0, 0, 0, 0
+    rows, paths, size, lines = shellpipe.query_row(
+        db, 'SELECT COUNT(*), COUNT(DISTINCT "path"), SUM("bytes"), SUM("lines") FROM items',
+        (0, 0, 0, 0))
     return rows, paths, size or 0, lines or 0
 
 
@@ -89,7 +77,7 @@ def main(argv=None):
         return 1
     import files
     listed = sum(1 for _ in files.list_files(directory))
-    remove_database(db)
+    shellpipe.remove_database(db)
 
     print(shellpipe.shell_line(stages, HERE), file=sys.stderr, flush=True)
     started = time.monotonic()

@@ -17,11 +17,9 @@ and how long it took. The pipeline's command line is printed on stderr first.
 import argparse
 import os
 import selectors
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -103,20 +101,10 @@ def start_service(delay):
     return service, url
 
 
-def remove_database(db):
-    """Delete DB and its WAL files, so this run starts from an empty database."""
-    for suffix in ('', '-wal', '-shm', '-journal'):
-        Path(f'{db}{suffix}').unlink(missing_ok=True)
-
-
 def count_stored(db):
     """(rows, distinct cities) in DB's items table; (0, 0) where there is none."""
-    try:
-        with closing(sqlite3.connect(f'{Path(db).as_uri()}?mode=ro', uri=True)) as database:
-            return database.execute(
-                'SELECT COUNT(*), COUNT(DISTINCT "geonameid") FROM items').fetchone()
-    except sqlite3.OperationalError:
-        return 0, 0
+    return shellpipe.query_row(
+        db, 'SELECT COUNT(*), COUNT(DISTINCT "geonameid") FROM items', (0, 0))
 
 
 def count_cities(limit):
@@ -135,7 +123,7 @@ def main(argv=None):
         return 1
     expected = count_cities(args.limit)
     if not args.append:
-        remove_database(db)
+        shellpipe.remove_database(db)
 
     try:
         service, url = start_service(args.delay)
