@@ -1,6 +1,7 @@
 """User backends that tests/test_backends.py names as MODULE:CLASS sinks."""
 
 import json
+import time
 
 from rezina.backends import StorageBackend
 
@@ -77,4 +78,21 @@ class FailOnThree(StorageBackend):
             if item == 3:
                 raise ValueError("three is not welcome")
             with open(self.path, 'a') as out:
+                out.write(f"{item}\n")
+
+
+class SlowFirstWrite(StorageBackend):
+    """Its first write takes longer than a peer may stay silent (3 s)."""
+
+    def __init__(self, logger, path):
+        super().__init__(logger, path)
+        self.path = path
+        self.slow = True
+
+    def write(self, message):
+        if self.slow:
+            self.slow = False
+            time.sleep(4.0)      # the slow backend under test, not a synchronisation
+        with open(self.path, 'a') as out:
+            for item in message if isinstance(message, list) else [message]:
                 out.write(f"{item}\n")

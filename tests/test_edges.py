@@ -131,3 +131,16 @@ def test_an_item_entering_an_idle_pipeline_over_endpoints_reaches_the_sink_at_on
     assert sink.stdout.readline() == b'"second"\n'
     for proc in (source, notch, sink):
         assert proc.wait(timeout=30) == 0, stderr_of(proc)
+
+
+def test_a_slow_sink_keeps_its_heartbeat(procs, tmp_path):
+    out = tmp_path / 'slow.txt'
+    port = free_port()
+    sink = procs.start(['rz-bocca', '--in', f'@tcp://127.0.0.1:{port}', '--args',
+                        f'["{out}"]', 'fixtures_backends:SlowFirstWrite'])
+    source = procs.start(['rz-hydrant', '--out', f'>tcp://127.0.0.1:{port}',
+                          'fixtures_funcs:numbers', '50'])
+    for proc in (source, sink):
+        assert proc.wait(timeout=60) == 0, stderr_of(proc)
+    assert sorted(int(x) for x in out.read_text().split()) == list(range(50))
+    assert 'lost' not in stderr_of(source) and 'redelivering' not in stderr_of(source)

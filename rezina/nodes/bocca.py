@@ -32,10 +32,12 @@ Options:
 """
 
 import logging
-from itertools import repeat
 import os
 import sys
+import threading
 import time
+from collections import deque
+from itertools import repeat
 
 from rezina import defaults, exitcodes
 from rezina.backends import open_sink
@@ -75,6 +77,15 @@ class Bocca(Node):
         self.narrow = 0            # writes of one item left, to find a failing item
         self.head_attempts = 0     # failed writes of the first unwritten item alone
         self.last_error = ''
+        # the sink is written from a thread of its own, so that a slow backend cannot
+        # stall this node's heartbeat; `lock` guards what both threads change
+        self.lock = threading.Lock()
+        self.written_batches = deque()   # wire batches now written, to acknowledge
+        self.writing = False
+        self.writer_error = None
+        self.write_wanted = threading.Event()
+        self.writer = threading.Thread(target=self._writer, name='rz-writer', daemon=True)
+        self.closing = False
 
     def load(self):
         return self.pending_items
@@ -94,18 +105,24 @@ class Bocca(Node):
         now = time.monotonic()
         if self.first_at is None:
             self.first_at = now
-        if self.oldest is None:
-            self.oldest = now
-        self.pending.append([batch, items, ids, 0])     # 0: items written so far
-        self.pending_items += len(items)
+        with self.lock:
+            if self.oldest is None:
+                self.oldest = now
+            self.pending.append([batch, items, ids, 0])     # 0: items written so far
+            self.pending_items += len(items)
 
     def _failed(self, item_id, reason):
-        self.failed += 1
+        with self.lock:
+            self.failed += 1
         if self.failed <= 20:
             log.warning("%s: item %s failed: %s", self.name, item_id, reason)
 
     def step(self):
-        if not self.pending:
+        while self.written_batches:
+            self.input.ack(self.written_batches.popleft())
+        if self.writer_error is not None:
+            raise self.writer_error
+        if not self.pending or self.writing:
             return None
         now = time.monotonic()
         if now < self.retry_at:
@@ -114,8 +131,23 @@ class Bocca(Node):
             due = self.oldest + self.flush_interval
             if self.pending_items < self.batch_size and now < due:
                 return due - now
-        self._write_pending()
+        self.writing = True
+        self.write_wanted.set()
         return None
+
+    def _writer(self):
+        """The writer thread: one pass over the pending items each time it is asked."""
+        while True:
+            self.write_wanted.wait()
+            self.write_wanted.clear()
+            if self.closing:
+                return
+            try:
+                self._write_pending()
+            except BaseException as exc:      # handed to the main thread, which raises it
+                self.writer_error = exc
+            self.writing = False
+            self.loop.wake()
 
     def _input_ended(self):
         return self.input.ended()
@@ -132,7 +164,9 @@ class Bocca(Node):
             self._written(parts, count)
             self.head_attempts = 0
             self.narrow = max(0, self.narrow - 1)
-        self.oldest = None
+        with self.lock:
+            if not self.pending:
+                self.oldest = None
 
     def _take(self, limit, skip):
         """(parts, count): up to limit unwritten items, after the first skip of them."""
@@ -154,9 +188,11 @@ class Bocca(Node):
     def _written(self, parts, count, stored=True):
         for entry, _, end in parts:
             entry[3] = end
-        while self.pending and self.pending[0][3] == len(self.pending[0][1]):
-            self.input.ack(self.pending.pop(0)[0])
-        self.pending_items -= count
+        with self.lock:
+            while self.pending and self.pending[0][3] == len(self.pending[0][1]):
+                self.written_batches.append(self.pending.pop(0)[0])
+            self.pending_items -= count
+        self.loop.wake()
         if stored:
             self.stored += count
             self.last_at = time.monotonic()
@@ -185,8 +221,6 @@ class Bocca(Node):
         self.retry_at = 0.0
 
     def _write(self, parts):
-        # TODO: write from a thread of its own, so that a backend slower than the peer-lost
-        # time (3 s) cannot stall the heartbeat and cause a redelivery
         records = []
         for (batch, items, ids, _), start, end in parts:
             run = batch.run
@@ -214,6 +248,9 @@ class Bocca(Node):
         """A bocca has no output."""
 
     def done(self):
+        if self.writing or self.written_batches:
+            if not self.drain_expired():
+                return False
         if self.pending:
             failing = self.retry_wait > 0      # stopping: no use waiting on a failing sink
             if not (self.drain_expired() or (self.stop_requested and failing)):
@@ -226,10 +263,15 @@ class Bocca(Node):
 
     def serve(self):
         self.sink.open()
+        self.writer.start()
         try:
             self.run()
         finally:
-            self.sink.close()
+            self.closing = True
+            self.write_wanted.set()
+            self.writer.join(timeout=2.0)
+            if not self.writer.is_alive():      # else a write hangs: leave the sink be
+                self.sink.close()
         span = (self.last_at or 0) - (self.first_at or 0)
         rate = self.stored / span if span > 0 else 0.0
         log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",

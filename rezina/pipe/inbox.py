@@ -21,6 +21,7 @@ class Inbox:
         self.producers = producers    # --producers: how many must be heard from
         self.heard = set()
         self.received = 0
+        self.eos_seen = False
 
     def handle(self, link, kind, header, payload):
         if kind == protocol.BATCH:
@@ -33,6 +34,7 @@ class Inbox:
             self.on_batch(batch)
         elif kind == protocol.EOS:
             link.eos = True
+            self.eos_seen = True
             log.debug("%s: end of stream from %s", self.network.node_name, link.node)
         else:
             raise ValueError(f"unexpected {kind!r} from a producer")
@@ -102,12 +104,13 @@ class Inbox:
                 link.send(protocol.BYE)
 
     def ended(self):
-        """True when every producer heard from (and at least --producers) said EOS."""
+        """True when every producer heard from (and at least --producers) said EOS; a bound
+        input forgets a producer gone silent, but ends only once one said EOS."""
         links = self.network.links_of(self)
         for link in links:
             if link.session is not None:
                 self.heard.add((link.port, link.key))
-        if len(self.heard) < max(1, self.producers):
+        if len(self.heard) < max(1, self.producers) or not self.eos_seen:
             return False
         return all(link.eos for link in links if link.alive or not link.port.bound)
 

@@ -61,8 +61,10 @@ class Network:
         self.rejected = 0
         self._hello = None
 
-    def hello_header(self, role):
-        return codec.packb({'node': self.node_name, 'session': self.session, 'role': role})
+    def hello_header(self, role, again=False):
+        """A greeting; `again` says the sender has reset its side of a link it had."""
+        return codec.packb({'node': self.node_name, 'session': self.session, 'role': role,
+                            'again': again})
 
     def add_port(self, port, edge):
         """Attach port to edge; a connecting port greets its peer at once."""
@@ -108,6 +110,7 @@ class Network:
         try:
             hello = codec.unpackb(header)
             session, node = hello['session'], hello['node']
+            again = bool(hello.get('again'))
         except Exception:
             self._reject(port, "a malformed greeting")
             return link
@@ -128,14 +131,22 @@ class Network:
             if restarted:
                 log.info("%s: %s at %s restarted", self.node_name, node, port.address)
                 edge.link_reset(link)
+        elif again and link.alive:
+            # the peer lost us and reset its side: reset ours, so that credit and
+            # unacknowledged batches agree again
+            log.info("%s: %s at %s is back", self.node_name, node, port.address)
+            edge.link_reset(link)
+            return link
         if not link.alive:
             self._revive(link, edge)
         return link
 
     def _revive(self, link, edge):
+        """A lost peer speaks again: reset our side and greet it, so it resets its own."""
         link.alive = True
         log.info("%s: %s at %s is back", self.node_name, link.node, link.name)
         edge.link_reset(link)
+        link.send(protocol.HELLO, self.hello_header(edge.role, again=True))
 
     def _reject(self, port, what):
         self.rejected += 1
