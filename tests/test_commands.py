@@ -1,6 +1,7 @@
 """The stage commands in shell pipes: items, ids, errors and exit statuses."""
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -382,3 +383,17 @@ def test_a_sink_that_cannot_write_stops_at_once_on_sigterm(procs, tmp_path):
     assert sink.wait(timeout=10) == exitcodes.FAILED
     assert time.monotonic() - stopped < 2.0
     assert 'items not written' in stderr_of(sink)
+
+
+@pytest.mark.parametrize('argv', [['rz-hydrant', 'fixtures_funcs:numbers', '3'],
+                                  ['rz-notch', 'fixtures_funcs:identity']])
+def test_the_record_stream_is_not_written_to_a_terminal(procs, argv):
+    import pty
+    main, terminal = pty.openpty()
+    try:
+        proc = procs.start(argv, stdin=subprocess.DEVNULL, stdout=terminal)
+        assert proc.wait(timeout=20) == exitcodes.USAGE
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert "stdout is a terminal" in stderr_of(proc)

@@ -35,7 +35,7 @@ from itertools import repeat
 from rezina import defaults, exitcodes
 from rezina.cli import run_command
 from rezina.errors import UsageError
-from rezina.nodes.node import Node, take_stdout
+from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
 from rezina.nodes.runner import Chunk, Run, RunMark, Runner
 from rezina.pipe import codec, protocol
 from rezina.pipe.endpoint import parse_endpoint
@@ -279,6 +279,7 @@ def build(args):
     kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
     out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
     if out.is_stdio:
+        refuse_terminal_output(PROG)
         take_stdout()            # before the user's module can print at import
     interval = parse_every(args['--every']) if args['--every'] else None
     start = parse_start(args['--start']) if args['--start'] else None

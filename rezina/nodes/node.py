@@ -27,6 +27,13 @@ STDIN, STDOUT = 0, 1
 _stdout_fd = None
 
 
+def refuse_terminal_output(prog):
+    """Refuse to write the binary record stream to a terminal, as gzip refuses to."""
+    if os.isatty(STDOUT):
+        raise UsageError(f"stdout is a terminal: pipe {prog} into rz-notch or rz-bocca, or "
+                         f"give --out an endpoint")
+
+
 def take_stdout():
     """A private fd for the stream on stdout; fd 1 then goes to stderr, so that a print()
     in the user's code cannot corrupt the stream. Call it before importing user code."""

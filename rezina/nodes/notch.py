@@ -32,7 +32,7 @@ import time
 from rezina import defaults, exitcodes
 from rezina.cli import int_option, run_command
 from rezina.errors import UnknownFunction
-from rezina.nodes.node import Node, take_stdout
+from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
 from rezina.nodes.pool import Pool
 from rezina.pipe import protocol
 from rezina.pipe.endpoint import parse_endpoint
@@ -153,6 +153,7 @@ def _serve(args):
     spec = args['MOD:FUNC']
     out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
     if out.is_stdio:
+        refuse_terminal_output(PROG)
         take_stdout()            # before the user's module can print at import
     if not callable(import_target(spec)):    # fail here, once, rather than in every child
         raise UnknownFunction(f"cannot call {spec!r}: it is not a function")
