@@ -25,12 +25,21 @@ class BadArgument(UsageError):
     """A JSON argument that does not parse or has the wrong shape."""
 
 
-class AddressInUse(RezinaError):
+class CannotBind(RezinaError):
+    """An endpoint to bind cannot be bound (a missing directory, no such address)."""
+
+
+class AddressInUse(CannotBind):
     """An endpoint to bind is taken by another process."""
 
 
 class SinkError(RezinaError):
-    """A backend failed to open, write or close."""
+    """A backend failed to open, write or close; `written` records of the failed write,
+    from its first, were stored before it failed."""
+
+    def __init__(self, message, written=0):
+        super().__init__(message)
+        self.written = written
 
 
 class BadStream(RezinaError, ValueError):

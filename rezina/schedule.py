@@ -31,6 +31,7 @@ MAX_LABEL_DIGITS = 6            # microseconds: the precision of an epoch float
 
 
 MIN_YEAR, MAX_YEAR = 1970, 9000
+MIN_INTERVAL = 0.001               # finer ticks could not be told apart by their names
 MAX_INTERVAL = 100 * 365.25 * 86400
 
 
@@ -69,6 +70,8 @@ def check_interval(seconds, shown=None):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         raise ScheduleError(f"--every {str(shown)!r}: expected a number of seconds above 0")
+    if seconds < MIN_INTERVAL:
+        raise ScheduleError(f"--every {str(shown)!r}: expected at least {MIN_INTERVAL} seconds")
     if seconds > MAX_INTERVAL:
         raise ScheduleError(f"--every {str(shown)!r}: expected at most {MAX_INTERVAL:.0f} "
                             f"seconds (100 years)")

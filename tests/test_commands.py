@@ -212,6 +212,7 @@ def test_batch_mode_flushes_under_steady_input(procs, tmp_path):
     (['rz-notch', '-p', 'two', 'fixtures_funcs:identity'], "--processes 'two'"),
     (['rz-bocca', '--mode', 'fast'], "--mode"),
     (['rz-hydrant', '--every', '0', 'fixtures_funcs:numbers', '1'], "--every"),
+    (['rz-hydrant', '--every', '1e-7', 'fixtures_funcs:numbers', '1'], "at least 0.001"),
     (['rz-hydrant', '--bogus', 'fixtures_funcs:numbers'], "--bogus"),
     (['rz-hydrant', '--run-id', '', 'fixtures_funcs:numbers'], "--run-id '': expected"),
     (['rz-hydrant', '--name', 'a:b', 'fixtures_funcs:numbers'], "--name 'a:b': expected"),
@@ -360,14 +361,18 @@ def test_a_module_that_is_not_callable_is_a_usage_error(procs):
         assert code == exitcodes.USAGE and "cannot call 'fixtures_funcs:CITIES'" in err
 
 
-def test_an_item_the_sink_cannot_write_fails_alone(procs, tmp_path):
+@pytest.mark.parametrize('mode', ['stream', 'batch'])
+def test_an_item_the_sink_cannot_write_fails_alone(procs, tmp_path, mode):
     out = tmp_path / 'written.txt'
     codes, _, errs = run_pipeline(
         procs, ['rz-hydrant', '--name', 't', '--run-id', 'w', 'fixtures_funcs:numbers', '8'],
-        ['rz-bocca', '--mode', 'batch', '--args', json.dumps([str(out)]),
+        ['rz-bocca', '--mode', mode, '--args', json.dumps([str(out)]),
          'fixtures_backends:FailOnThree'], timeout=60)
     assert codes == [0, exitcodes.FAILED]
-    assert set(out.read_text().split()) == {'0', '1', '2', '4', '5', '6', '7'}
+    written = out.read_text().split()
+    assert set(written) == {'0', '1', '2', '4', '5', '6', '7'}
+    if mode == 'stream':     # each write is one item: none is written twice
+        assert sorted(written) == ['0', '1', '2', '4', '5', '6', '7']
     assert "item t/w:3 failed: the sink failed to write it 3 times" in errs[1]
     assert "three is not welcome" in errs[1]
 

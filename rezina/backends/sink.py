@@ -56,8 +56,12 @@ class BackendSink(Sink):
         if self._write_records is not None:
             self._call('write', self._write_records, records)
         elif self.mode == 'stream':
-            for _, _, item in records:
-                self._call('write', self.backend.write, item)
+            for index, (_, _, item) in enumerate(records):
+                try:
+                    self._call('write', self.backend.write, item)
+                except SinkError as exc:
+                    exc.written = index      # those before it are stored: say so
+                    raise
         else:
             self._call('write', self.backend.write, [item for _, _, item in records])
 

@@ -77,6 +77,7 @@ class Bocca(Node):
         self.narrow = 0            # writes of one item left, to find a failing item
         self.head_attempts = 0     # failed writes of the first unwritten item alone
         self.last_error = ''
+        self.partly_written = 0
         # the sink is written from a thread of its own, so that a slow backend cannot
         # stall this node's heartbeat; `lock` guards what both threads change
         self.lock = threading.Lock()
@@ -159,6 +160,10 @@ class Bocca(Node):
             limit = 1 if self.narrow else (self.batch_size if self.mode == 'batch' else None)
             parts, count = self._take(limit, skip=0)
             if not self._write(parts):
+                if self.partly_written:         # its first items are in: move past them
+                    done, self.partly_written = self.partly_written, 0
+                    self._written(self._take(done, skip=0)[0], done)
+                    count -= done
                 self._write_failed(count)
                 return
             self._written(parts, count)
@@ -236,6 +241,7 @@ class Bocca(Node):
         except BrokenPipeError:
             raise DownstreamClosed() from None
         except SinkError as exc:
+            self.partly_written = exc.written
             self.last_error = str(exc)
             self.retry_wait = min(RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
@@ -272,7 +278,7 @@ class Bocca(Node):
             self.writer.join(timeout=2.0)
             if not self.writer.is_alive():      # else a write hangs: leave the sink be
                 self.sink.close()
-        span = (self.last_at or 0) - (self.first_at or 0)
+        span = self.last_at - self.first_at if self.last_at and self.first_at else 0.0
         rate = self.stored / span if span > 0 else 0.0
         log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
                  self.name, self.stored, span, rate, self.failed)

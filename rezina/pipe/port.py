@@ -6,11 +6,12 @@ id on a ROUTER, None on a DEALER, whose one peer is the endpoint it connects to)
 
 import errno
 import logging
+import os
 
 import zmq
 
 from rezina import defaults
-from rezina.errors import AddressInUse, BadEndpoint
+from rezina.errors import AddressInUse, CannotBind
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Port:
             self.socket.close(linger=0)     # else the context could never terminate
             if exc.errno == errno.EADDRINUSE:
                 raise AddressInUse(f"cannot bind {address}: address already in use") from None
-            raise BadEndpoint(f"cannot bind {address}: {exc.strerror}") from None
+            raise CannotBind(f"cannot bind {address}: {os.strerror(exc.errno)}") from None
         if address.startswith('tcp://'):
             log.info("%s: bound %s", name, self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
         return address
