@@ -185,7 +185,10 @@ class Node:
                 continue
             if self.done():
                 return
-            tick = max(0.0, self._next_tick - time.monotonic())
+            now = time.monotonic()
+            tick = max(0.0, self._next_tick - now)
+            if isinstance(self.input, Inbox) and self.input.ack_due is not None:
+                tick = min(tick, max(0.0, self.input.ack_due - now))
             self.loop.poll(tick if wait is None else min(wait, tick))
 
     def close(self):

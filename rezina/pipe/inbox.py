@@ -2,11 +2,15 @@
 ranges, and know when every producer has ended its stream."""
 
 import logging
+import time
 
 from rezina import defaults
 from rezina.pipe import codec, protocol
 
 log = logging.getLogger(__name__)
+
+ACK_DELAY = 0.002            # acknowledgements wait this long for credit to ride with
+ACKS_AT_ONCE = 8
 
 
 class Inbox:
@@ -22,6 +26,7 @@ class Inbox:
         self.heard = set()
         self.received = 0
         self.eos_seen = False
+        self.ack_due = None           # when waiting acknowledgements must go
 
     def handle(self, link, kind, header, payload):
         if kind == protocol.BATCH:
@@ -44,6 +49,8 @@ class Inbox:
         link = batch.origin
         if link is not None:
             link.acks.append(batch.no)
+            if self.ack_due is None:
+                self.ack_due = time.monotonic() + ACK_DELAY
 
     def link_added(self, link):
         if link.session is not None or link.port.bound:
@@ -58,20 +65,26 @@ class Inbox:
         link.acks.clear()
         self.heard.add((link.port, link.key))
 
-    def flush(self, used):
-        """Send pending acknowledgements and credit up to window - used items, one message
-        to each producer at most."""
+    def flush(self, used, force=False):
+        """Send credit up to window - used items, and acknowledgements with it or once
+        they have waited ACK_DELAY: one message to each producer at most."""
         links = self.network.links_of(self)
         grants = self._grants(links, used)
+        due = force or (self.ack_due is not None and time.monotonic() >= self.ack_due)
+        waiting = False
         for link in links:
             give = grants.get(link, 0)
-            if link.acks:
+            if link.acks and not (give or due or len(link.acks) >= ACKS_AT_ONCE):
+                waiting = True
+            elif link.acks:
                 if link.alive:
                     ranges = protocol.ranges_of(link.acks)
                     link.send(protocol.ACK, codec.packb([ranges, give]))
                 link.acks.clear()
             elif give:
                 link.send(protocol.CREDIT, codec.packb(give))
+        if not waiting:
+            self.ack_due = None
 
     def _grants(self, links, used):
         """link -> credit to give now: the free part of the window, shared out."""
@@ -83,7 +96,7 @@ class Inbox:
         if free <= 0:
             return {}
         starving = any(link.granted == 0 for link in live)
-        if free < min(self.window // 4, defaults.WIRE_BATCH_ITEMS) and not starving:
+        if free < min(self.window // 4, 2 * defaults.WIRE_BATCH_ITEMS) and not starving:
             return {}
         share = max(1, free // len(live))
         grants = {}
@@ -98,7 +111,7 @@ class Inbox:
 
     def leave(self):
         """Tell every producer this consumer is gone (it holds nothing unacknowledged)."""
-        self.flush(self.window)
+        self.flush(self.window, force=True)
         for link in self.network.links_of(self):
             if link.alive:
                 link.send(protocol.BYE)
