@@ -11,6 +11,8 @@ WIRE_BATCH_BYTES = 1 << 20      # most payload bytes in one wire batch (1 MiB)
 COALESCE = 0.001                # a busy producer sends a batch at most this often
 CREDIT_MAX = 8192               # hard maximum of items a consumer grants at once
 UNACKED_MAX = 32768             # most items a producer holds unacknowledged
+ACK_DELAY = 0.002               # acknowledgements wait this long for credit to ride with
+ACKS_AT_ONCE = 8                # ... unless this many batches wait to be acknowledged
 
 BOCCA_BATCH_SIZE = 1000
 FLUSH_INTERVAL = 1.0            # seconds

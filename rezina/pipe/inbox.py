@@ -9,9 +9,6 @@ from rezina.pipe import codec, protocol
 
 log = logging.getLogger(__name__)
 
-ACK_DELAY = 0.002            # acknowledgements wait this long for credit to ride with
-ACKS_AT_ONCE = 8
-
 
 class Inbox:
     """Credit and acknowledgements towards every producer of one node."""
@@ -50,7 +47,7 @@ class Inbox:
         if link is not None:
             link.acks.append(batch.no)
             if self.ack_due is None:
-                self.ack_due = time.monotonic() + ACK_DELAY
+                self.ack_due = time.monotonic() + defaults.ACK_DELAY
 
     def link_added(self, link):
         if link.session is not None or link.port.bound:
@@ -74,7 +71,7 @@ class Inbox:
         waiting = False
         for link in links:
             give = grants.get(link, 0)
-            if link.acks and not (give or due or len(link.acks) >= ACKS_AT_ONCE):
+            if link.acks and not (give or due or len(link.acks) >= defaults.ACKS_AT_ONCE):
                 waiting = True
             elif link.acks:
                 if link.alive:
