@@ -44,7 +44,3 @@ class SinkError(RezinaError):
 
 class BadStream(RezinaError, ValueError):
     """An input stream that is not what the command reads."""
-
-
-class ItemNotEncodable(RezinaError):
-    """An item holds a value the wire cannot carry."""

@@ -13,12 +13,25 @@ import pytest
 from rezina.pipe import codec, protocol, slicing
 from rezina.pipe.outbox import split_batch
 from rezina.pipe.protocol import Batch
-from rezina.pipe.stream import (DownstreamClosed, PipeReader, PipeWriter, batch_of,
-                                encode_record_stream)
+from rezina.pipe.stream import DownstreamClosed, PipeReader, PipeWriter, record_of
 
 IST = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
 ITEMS = ['São Paulo', 7, None, {'東京': [1.5, b'\x00']}, [[], {}],
          datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=IST), b'bytes', 2 ** 64 - 1, '🌧️']
+
+
+def batch_of(run, first_seq, items):
+    payload, bad = codec.encode_items(items)
+    assert bad == []
+    return Batch(run, first_seq, len(items), payload)
+
+
+def encode_record_stream(batches):
+    return b''.join(record_of(batch) for batch in batches)
+
+
+def item_ids(batch):
+    return [batch.item_id(i) for i in range(batch.count)]
 
 
 def decoded(payload):
@@ -56,28 +69,21 @@ def test_malformed_batch_header_raises_value_error(fields, reason):
 def test_seqs_and_item_ids_of_a_plain_range():
     batch = Batch('r1', 10, 3, b'')
     assert list(batch.seqs()) == [10, 11, 12]
-    assert [batch.item_id(i) for i in range(3)] == ['r1:10', 'r1:11', 'r1:12']
-    assert batch.item_ids() == ['r1:10', 'r1:11', 'r1:12']
-    assert batch.first_id() == 'r1:10'
+    assert item_ids(batch) == ['r1:10', 'r1:11', 'r1:12']
 
 
 def test_seqs_and_item_ids_of_listed_ids():
     batch = Batch('r1', [4, '6.0', '6.1', 8], 4, b'')
     assert list(batch.seqs()) == [4, '6.0', '6.1', 8]
     assert batch.item_id(2) == 'r1:6.1'
-    assert batch.item_ids() == ['r1:4', 'r1:6.0', 'r1:6.1', 'r1:8']
+    assert item_ids(batch) == ['r1:4', 'r1:6.0', 'r1:6.1', 'r1:8']
 
 
-def test_first_id_of_an_empty_batch():
-    assert Batch('r2', [], 0, codec.packb([])).first_id() == 'r2:-'
-
-
-def test_seqs_without_keeps_a_plain_start_when_it_can():
-    batch = Batch('r', 10, 5, b'')
-    assert protocol.seqs_without(batch, [4]) == 10
-    assert protocol.seqs_without(batch, [0]) == 11
-    assert protocol.seqs_without(batch, [2]) == [10, 11, 13, 14]
-    assert protocol.seqs_without(Batch('r', [1, '2.0', 3], 3, b''), [1]) == [1, 3]
+def test_seqs_without_drops_the_bad_indexes():
+    seqs = Batch('r', 10, 5, b'').seqs()
+    assert protocol.seqs_without(seqs, [(4, 'why')]) == [10, 11, 12, 13]
+    assert protocol.seqs_without(seqs, [(0, 'why'), (2, 'why')]) == [11, 13, 14]
+    assert protocol.seqs_without([1, '2.0', 3], [(1, 'why')]) == [1, 3]
 
 
 @pytest.mark.parametrize('seqs, ids', [
@@ -127,7 +133,7 @@ def test_split_batch_keeps_items_ids_and_order(ids):
         assert (head.count, rest.count) == (count, len(ITEMS) - count)
         assert decoded(head.payload) == ITEMS[:count]
         assert decoded(rest.payload) == ITEMS[count:]
-        assert head.item_ids() + rest.item_ids() == batch.item_ids()
+        assert item_ids(head) + item_ids(rest) == item_ids(batch)
         assert head.run == rest.run == 'r3'
         assert head.no == 12 and rest.no is None
         assert head.origin is origin and rest.origin is origin
@@ -218,7 +224,7 @@ def test_pipe_writer_to_pipe_reader_round_trip(pipe):
         (b.run, b.ids, b.count, b.payload) for b in batches]
     assert decoded(received[0].payload) == ITEMS
     assert decoded(received[3].payload) == [big, 'after big']
-    assert reader.received == sum(b.count for b in batches)
+    assert sum(b.count for b in received) == sum(b.count for b in batches)
 
 
 def test_pipe_writer_is_non_blocking_until_closed(pipe):

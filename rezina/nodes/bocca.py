@@ -44,7 +44,7 @@ from rezina.backends import open_sink
 from rezina.cli import float_option, int_option, run_command
 from rezina.errors import SinkError, UsageError
 from rezina.nodes.node import Node, take_stdout
-from rezina.pipe import codec
+from rezina.pipe import codec, protocol
 from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.stream import DownstreamClosed
 from rezina.target import add_search_path, parse_json
@@ -98,11 +98,7 @@ class Bocca(Node):
             items, bad = [], [(i, str(exc)) for i in range(batch.count)]
         for index, reason in bad:
             self._failed(batch.item_id(index), reason)
-        if bad:
-            gone = {i for i, _ in bad}
-            ids = [seq for i, seq in enumerate(batch.seqs()) if i not in gone]
-        else:
-            ids = None
+        ids = protocol.seqs_without(batch.seqs(), bad) if bad else None
         now = time.monotonic()
         if self.first_at is None:
             self.first_at = now

@@ -185,9 +185,8 @@ class Hydrant(Node):
                           first + index, reason)
             run.failed += len(bad)
             self.failed_items += len(bad)
-            bad_set = {index for index, _ in bad}
             ids = protocol.compact_ids(
-                [first + i for i in range(len(items)) if i not in bad_set])
+                protocol.seqs_without(range(first, first + len(items)), bad))
         count = len(items) - len(bad)
         if not count:
             return

@@ -53,12 +53,10 @@ class Node:
         self.loop = Loop()
         self.network = Network(name)
         self.context = None
-        self.ports = []
         self.output = None
         self.input = None
         self.stop_requested = False
         self.stop_requested_at = None
-        self.started = time.monotonic()
         self._next_tick = 0.0
         self._writing = False
 
@@ -71,7 +69,6 @@ class Node:
 
     def _add_port(self, endpoint, edge):
         port = Port(self._context(), endpoint, self.name)
-        self.ports.append(port)
         self.network.add_port(port, edge)
         self.loop.watch(port.socket, lambda sock, events: self.network.receive(port))
 

@@ -90,10 +90,9 @@ def process_unit(func, unit_no, run, ids, count, payload, slot):
     if unencodable:
         if out_seqs is None:
             out_seqs = list(seqs[:len(outputs)])
-        gone = {i for i, _ in unencodable}
         for i, reason in unencodable:
             failures.append([out_seqs[i], 'ItemNotEncodable', reason, ''])
-        out_seqs = [s for i, s in enumerate(out_seqs) if i not in gone]
+        out_seqs = protocol.seqs_without(out_seqs, unencodable)
     out_ids = ids if out_seqs is None else protocol.compact_ids(out_seqs)
     out_count = len(outputs) - len(unencodable)
     return ['D', unit_no, out_ids, out_count, out_payload, failures,

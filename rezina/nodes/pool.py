@@ -92,7 +92,6 @@ class Child:
         self.unpacker = None
         self.shared = mmap.mmap(-1, 16 * threads)      # MAP_SHARED | MAP_ANONYMOUS
         self.slots = memoryview(self.shared).cast('q')
-        self.started = 0.0
 
 
 class Pool:
@@ -114,7 +113,6 @@ class Pool:
         self.next_unit = 0
         self.unit_size = 1
         self.per_item = None        # seconds, a moving average
-        self.restarts = 0
         self.redelivered = 0
         self.failing_starts = 0
         self.private_fds = []       # the parent's fds a child must not hold open
@@ -142,7 +140,6 @@ class Pool:
         child.ready = False
         child.out = bytearray()
         child.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
-        child.started = time.monotonic()
         self.loop.watch(child.fd, lambda fd, events, c=child: self._ready(c, events))
         log.debug("%s: worker %d started (pid %d)", self.name, child.index, pid)
 
@@ -274,7 +271,6 @@ class Pool:
                 self.queued_items += unit.count
             else:
                 self.on_result(unit, [], 0, None, [], 0.0)
-        self.restarts += 1
         self.redelivered += items
         log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
                     self.name, child.index, child.pid, how, items)

@@ -21,7 +21,6 @@ class Inbox:
         self.window = window
         self.producers = producers    # --producers: how many must be heard from
         self.heard = set()
-        self.received = 0
         self.eos_seen = False
         self.ack_due = None           # when waiting acknowledgements must go
 
@@ -32,7 +31,6 @@ class Inbox:
             batch = protocol.Batch.from_header(header, payload)
             batch.origin = link
             link.granted = max(0, link.granted - batch.count)
-            self.received += batch.count
             self.on_batch(batch)
         elif kind == protocol.EOS:
             link.eos = True

@@ -59,7 +59,6 @@ class Network:
         self.links = {}          # (port, key) -> Link
         self.roles = {}          # port -> edge object (Inbox or Outbox)
         self.rejected = 0
-        self._hello = None
 
     def hello_header(self, role, again=False):
         """A greeting; `again` says the sender has reset its side of a link it had."""

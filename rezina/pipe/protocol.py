@@ -78,19 +78,12 @@ class Batch:
         seq = ids + index if isinstance(ids, int) else ids[index]
         return f"{self.run}:{seq}"
 
-    def item_ids(self):
-        run = self.run
-        return [f"{run}:{seq}" for seq in self.seqs()]
-
-    def first_id(self):
-        return self.item_id(0) if self.count else f"{self.run}:-"
 
 
-def seqs_without(batch, bad_indexes):
-    """The ids of batch less the items at bad_indexes, as a plain start or a list."""
-    skip = set(bad_indexes)
-    kept = [seq for index, seq in enumerate(batch.seqs()) if index not in skip]
-    return compact_ids(kept)
+def seqs_without(seqs, bad):
+    """seqs less those at the indexes of bad, a list of (index, reason)."""
+    gone = {index for index, _ in bad}
+    return [seq for index, seq in enumerate(seqs) if index not in gone]
 
 
 def compact_ids(seqs):

@@ -16,7 +16,7 @@ from collections import deque
 import msgpack
 
 from rezina.errors import BadStream
-from rezina.pipe import codec, protocol
+from rezina.pipe import protocol
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ class PipeWriter:
             fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | os.O_NONBLOCK)
 
     def offer(self, batch):
-        record = msgpack.packb([batch.run, batch.ids, batch.count, batch.payload],
-                               use_bin_type=True)
+        record = record_of(batch)
         self.buffer += record
         self.queued += len(record)
         self.marks.append((self.queued, batch))
@@ -116,7 +115,6 @@ class PipeReader:
         self.name = name
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
         self.eos = False
-        self.received = 0
         self.fed = 0
         self.ended_cleanly = False    # the end-of-stream record arrived
 
@@ -140,7 +138,6 @@ class PipeReader:
         except (TypeError, ValueError):
             raise BadStream(f"{self.name} is not a rezina record stream "
                              f"(pipe rz commands together)") from None
-        self.received += sum(b.count for b in batches)
         return batches
 
     def ack(self, batch):
@@ -163,14 +160,6 @@ def _batch_of_record(record):
     return protocol.Batch(run, ids, count, payload)
 
 
-def encode_record_stream(batches):
-    """The bytes of batches as a pipe stream (for tests and tools)."""
-    return b''.join(msgpack.packb([b.run, b.ids, b.count, b.payload], use_bin_type=True)
-                    for b in batches)
-
-
-def batch_of(run, first_seq, items):
-    payload, bad = codec.encode_items(items)
-    if bad:
-        raise ValueError(f"items do not encode: {bad}")
-    return protocol.Batch(run, first_seq, len(items), payload)
+def record_of(batch):
+    """The pipe record of a batch."""
+    return msgpack.packb([batch.run, batch.ids, batch.count, batch.payload], use_bin_type=True)
