@@ -192,10 +192,7 @@ def test_batch_mode_flushes_under_steady_input(procs, tmp_path):
 
     def lines():
         return out.read_text().splitlines() if out.exists() else []
-    deadline = time.monotonic() + 20
-    while len(lines()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(lines()) >= 3, "batch mode held steady input instead of flushing it"
+    wait_for(lambda: len(lines()) >= 3, what='batch mode to flush steady input')
     assert feeder.poll() is None and sink.poll() is None
 
 

@@ -39,7 +39,7 @@ from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
 from rezina.nodes.runner import Chunk, Run, RunMark, Runner
 from rezina.pipe import codec, protocol
 from rezina.pipe.endpoint import parse_endpoint
-from rezina.pipe.outbox import Outbox, split_batch
+from rezina.pipe.outbox import split_batch
 from rezina.schedule import Schedule, parse_every, parse_start
 from rezina.target import add_search_path, parse_arg, parse_json, resolve_callable
 
@@ -197,13 +197,9 @@ class Hydrant(Node):
 
     def _give_permits(self):
         output = self.output
-        if isinstance(output, Outbox):
-            capacity = sum(link.credit for link in self.network.links_of(output) if link.alive)
-        else:
-            capacity = defaults.CREDIT_MAX if output.credit() else 0
         # permits not yet used, items in the handoff, items not yet sent
         outstanding = self.given - self.drained + output.pending_items
-        want = capacity - outstanding
+        want = output.capacity() - outstanding
         if want > 0:
             self.given += want
             self.runner.permits.give(want)

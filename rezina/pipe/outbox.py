@@ -32,13 +32,9 @@ class Outbox:
         self.pending.append(batch)
         self.pending_items += batch.count
 
-    def credit(self):
-        """The most items one consumer would take now (0 when none would)."""
-        best = 0
-        for link in self.network.links_of(self):
-            if link.alive and link.credit > best:
-                best = link.credit
-        return best
+    def capacity(self):
+        """Items the consumers would take now, all together."""
+        return sum(link.credit for link in self.network.links_of(self) if link.alive)
 
     def pump(self):
         """Send pending batches to the consumers with the most credit."""

@@ -15,6 +15,7 @@ from collections import deque
 
 import msgpack
 
+from rezina import defaults
 from rezina.errors import BadStream
 from rezina.pipe import protocol
 
@@ -55,8 +56,9 @@ class PipeWriter:
         self.marks.append((self.queued, batch))
         self.pending_items += batch.count
 
-    def credit(self):
-        return 1 << 30 if len(self.buffer) < READ_SIZE else 0
+    def capacity(self):
+        """Items to take now: a window's worth while the buffer is short of a read."""
+        return defaults.CREDIT_MAX if len(self.buffer) < READ_SIZE else 0
 
     @property
     def idle(self):
