@@ -35,6 +35,7 @@ from rezina.errors import UnknownFunction
 from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
 from rezina.nodes.pool import Pool
 from rezina.pipe import protocol
+from rezina.pipe.inbox import Inbox
 from rezina.pipe.endpoint import parse_endpoint
 from rezina.target import add_search_path, import_target, split_spec
 
@@ -80,7 +81,7 @@ class Notch(Node):
             self._settle(batch)
 
     def step(self):
-        if self.input is not None and hasattr(self.input, 'window'):
+        if isinstance(self.input, Inbox):       # a pipe's window is the load check
             self.input.window = self.window()
         self.pool.assign()
         return None
@@ -127,7 +128,7 @@ class Notch(Node):
         if ended and not self.open_batches and self.pool.idle and self.output.idle:
             if self.output.ready_to_finish() or self.stop_requested:
                 # a truncated input ends the output truncated too: the sink must know
-                self.output.finish(clean=not getattr(self.input, 'truncated', False))
+                self.output.finish(clean=not self.input.truncated)
                 self.output.pump()      # the end record, now rather than at the next tick
                 self.finished = True
                 return self.output.idle
@@ -141,7 +142,7 @@ class Notch(Node):
         finally:
             self.pool.stop()
         elapsed = time.monotonic() - (self.first_at or time.monotonic())
-        redelivered = self.pool.redelivered + getattr(self.output, 'redelivered', 0)
+        redelivered = self.pool.redelivered + self.output.redelivered
         log.info("%s: %d items in, %d out, %d failed, %d redelivered, in %.2f s", self.name,
                  self.items_in, self.items_out, self.failed, redelivered, elapsed)
         truncated = self.input_truncated()

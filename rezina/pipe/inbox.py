@@ -14,6 +14,7 @@ class Inbox:
     """Credit and acknowledgements towards every producer of one node."""
 
     role = 'consumer'
+    truncated = False       # a ZeroMQ edge knows when a producer died: never cut short
 
     def __init__(self, network, on_batch, window, producers=0):
         self.network = network

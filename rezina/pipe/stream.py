@@ -33,6 +33,7 @@ class PipeWriter:
     """Writes batches to an fd without blocking the node, when the fd is a pipe."""
 
     role = 'producer'
+    redelivered = 0         # a pipe has one reader: nothing to give to another
 
     def __init__(self, fd, on_acked):
         self.fd = fd
