@@ -78,6 +78,18 @@ def check_interval(seconds, shown=None):
     return seconds
 
 
+def check_start(start):
+    """Epoch seconds of a start given as a 'YYYY-MM-DD HH:MM:SS' string or a number; None
+    stays None."""
+    if isinstance(start, str):
+        start = parse_start(start)
+    if start is not None:
+        start = float(start)
+        if not math.isfinite(start):
+            raise ScheduleError(f"--start {start!r}: expected {START_FORMAT_SHOWN!r}")
+    return start
+
+
 class SystemClock:
     """The real clocks: wall time for the grid, monotonic time for waiting."""
 
@@ -91,6 +103,18 @@ class SystemClock:
         """Wait up to seconds, or less if stop_event is set; True if it was set."""
         # at most a day at a time: a far deadline would overflow the wait (ticks() waits again)
         return stop_event.wait(min(max(0.0, seconds), 86400.0))
+
+
+def wait_until(clock, deadline, stop_event):
+    """Wait on the clock's monotonic time until deadline; False if stop_event was set
+    first."""
+    while not stop_event.is_set():
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            return True
+        if clock.wait(remaining, stop_event):
+            return False
+    return False
 
 
 class Tick(NamedTuple):
@@ -156,12 +180,7 @@ class Schedule:
     def __init__(self, interval=None, start=None, clock=None):
         if interval is not None:
             interval = check_interval(interval)
-        if isinstance(start, str):
-            start = parse_start(start)
-        if start is not None:
-            start = float(start)
-            if not math.isfinite(start):
-                raise ScheduleError(f"--start {start!r}: expected {START_FORMAT_SHOWN!r}")
+        start = check_start(start)
         self.interval = interval
         self.start = start
         self.clock = clock if clock is not None else SystemClock()
@@ -208,7 +227,7 @@ class Schedule:
             stop_event = threading.Event()
         index = 0
         while True:
-            if not self._wait_until(self.deadline(index), stop_event):
+            if not wait_until(self.clock, self.deadline(index), stop_event):
                 return
             latest = self._latest_due(index)
             if latest > index:
@@ -221,15 +240,6 @@ class Schedule:
                 return
             index += 1
 
-    def _wait_until(self, deadline, stop_event):
-        """Wait on the monotonic clock until deadline; False if stop_event was set first."""
-        while not stop_event.is_set():
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                return True
-            if self.clock.wait(remaining, stop_event):
-                return False
-        return False
 
     def _latest_due(self, index):
         """Return the highest tick index >= index whose deadline has passed."""
