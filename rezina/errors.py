@@ -35,11 +35,13 @@ class AddressInUse(CannotBind):
 
 class SinkError(RezinaError):
     """A backend failed to open, write or close; `written` records of the failed write,
-    from its first, were stored before it failed."""
+    from its first, were stored before it failed. `bad_item`: the record after those can
+    never be stored (it is not the backend that is down), so it fails alone at once."""
 
-    def __init__(self, message, written=0):
+    def __init__(self, message, written=0, bad_item=False):
         super().__init__(message)
         self.written = written
+        self.bad_item = bad_item
 
 
 class BadStream(RezinaError, ValueError):

@@ -73,6 +73,23 @@ def procs(tmp_path):
     processes.stop_all()
 
 
+@pytest.fixture
+def opened():
+    """Open sinks through this, so each is closed after the test."""
+    from rezina.backends import open_sink
+    sinks = []
+
+    def open_one(spec, **options):
+        sink = open_sink(spec, **options)
+        sink.open()
+        sinks.append(sink)
+        return sink
+
+    yield open_one
+    for sink in sinks:
+        sink.close()
+
+
 def finish(proc, timeout=60):
     """Wait for proc; return (exit status, stdout bytes, stderr text)."""
     out, _ = proc.communicate(timeout=timeout)

@@ -25,22 +25,6 @@ def records(items, run='r1', start=0):
     return [(f"{run}:{start + seq}", run, item) for seq, item in enumerate(items)]
 
 
-@pytest.fixture
-def opened():
-    """Open sinks through this, so each is closed after the test."""
-    sinks = []
-
-    def open_one(spec, **options):
-        sink = open_sink(spec, **options)
-        sink.open()
-        sinks.append(sink)
-        return sink
-
-    yield open_one
-    for sink in sinks:
-        sink.close()
-
-
 def query(path, sql, *params):
     conn = sqlite3.connect(path)
     try:
@@ -112,9 +96,12 @@ def test_stdout_lets_a_broken_pipe_through(opened):
 def test_unrenderable_item_fails_the_write_naming_its_id(opened):
     out = io.BytesIO()
     sink = opened('stdout', stdout=out)
-    with pytest.raises(SinkError, match=r"cannot write item r1:1 to stdout: .*surrogates"):
+    with pytest.raises(SinkError, match=r"cannot write item r1:1 to stdout: .*surrogates") \
+            as caught:
         sink.write(records(['fine', 'bad \ud800']))
-    assert out.getvalue() == b''
+    # the items before it are written, and said to be; the bad one can never be
+    assert out.getvalue() == b'"fine"\n'
+    assert caught.value.written == 1 and caught.value.bad_item
 
 
 def test_null_discards_and_is_idempotent(opened):
@@ -163,13 +150,15 @@ def test_jsonl_starts_a_new_line_after_a_cut_short_one(opened, tmp_path):
     assert path.read_bytes() == b'{"cut": \n"next"\n'
 
 
-def test_jsonl_failed_write_leaves_the_file_unchanged(opened, tmp_path):
+def test_jsonl_write_stops_at_an_unrenderable_item_after_the_lines_before_it(
+        opened, tmp_path):
     path = tmp_path / 'out.jsonl'
     sink = opened(f'jsonl:{path}')
     sink.write(records(['kept']))
-    with pytest.raises(SinkError, match=r"item r2:1 to jsonl:.*not an item type"):
-        sink.write(records(['ok', {'bad': {1, 2}}], run='r2'))
-    assert path.read_text() == '"kept"\n'
+    with pytest.raises(SinkError, match=r"item r2:1 to jsonl:.*not an item type") as caught:
+        sink.write(records(['ok', {'bad': {1, 2}}, 'after'], run='r2'))
+    assert path.read_text() == '"kept"\n"ok"\n'
+    assert caught.value.written == 1 and caught.value.bad_item
 
 
 def test_plainfile_is_a_storage_backend_for_the_python_api(tmp_path):
@@ -400,12 +389,12 @@ def test_unknown_spec_is_an_unknown_sink_naming_what_is_expected():
     with pytest.raises(UnknownSink) as caught:
         open_sink('foo')
     assert str(caught.value) == (
-        "unknown sink 'foo': expected stdout, null, jsonl:PATH, "
+        "unknown sink 'foo': expected stdout, null, jsonl:PATH, csv:PATH, "
         "sqlite:PATH[?table=NAME] or MODULE:CLASS")
 
 
 @pytest.mark.parametrize('spec', ['', 'out.jsonl', 'jsonl:', 'sqlite:', 'sqlite:?table=x',
-                                  'a b:C', 'mod:', 'csv:out.csv',
+                                  'a b:C', 'mod:', 'csv:',
                                   'postgresql://localhost/db'])
 def test_specs_that_name_no_sink_are_unknown_sinks(spec):
     with pytest.raises(UnknownSink, match=repr(spec).replace('?', r'\?')):

@@ -5,6 +5,7 @@ SINK is one of:
     stdout                    JSON lines on standard output (the default)
     null                      discard everything
     jsonl:PATH                JSON lines appended to PATH
+    csv:PATH                  CSV rows appended to PATH, under a header from the first item
     sqlite:PATH[?table=NAME]  rows of table NAME (items) in the SQLite database PATH
     MODULE:CLASS              a rezina.backends.StorageBackend subclass, built as
                               CLASS(logger, *args, **kwargs)
@@ -13,6 +14,7 @@ SINK is one of:
 import logging
 
 from rezina.backends.base import Sink, StorageBackend
+from rezina.backends.csvfile import CsvFile
 from rezina.backends.sqlite import DEFAULT_TABLE, SqliteSink, check_table_name
 from rezina.backends.textfiles import Null, PlainFile, Stdout
 from rezina.errors import BadArgument, SinkError, UnknownSink, UsageError
@@ -22,9 +24,10 @@ log = logging.getLogger(__name__)
 
 USER_LOGGER = 'rezina.backends.user'
 MODES = ('stream', 'batch')
-EXPECTED = "expected stdout, null, jsonl:PATH, sqlite:PATH[?table=NAME] or MODULE:CLASS"
-# TODO: csv:PATH and postgresql://... (DESIGN.md, Sinks) are not written yet
-_NOT_YET = ('csv', 'postgresql', 'postgres')
+EXPECTED = ("expected stdout, null, jsonl:PATH, csv:PATH, sqlite:PATH[?table=NAME] "
+            "or MODULE:CLASS")
+# TODO: postgresql://... (DESIGN.md, Sinks) is not written yet
+_NOT_YET = ('postgresql', 'postgres')
 
 
 class BackendSink(Sink):
@@ -95,7 +98,7 @@ def open_sink(spec, args=(), kwargs=None, mode='batch', stdout=None):
     if mode not in MODES:
         raise UsageError(f"--mode must be stream or batch, not {mode!r}")
     scheme, colon, rest = spec.partition(':')
-    if scheme in ('stdout', 'null', 'jsonl', 'sqlite') and (args or kwargs):
+    if scheme in ('stdout', 'null', 'jsonl', 'csv', 'sqlite') and (args or kwargs):
         raise BadArgument(f"sink {spec!r} takes no arguments (only MODULE:CLASS does)")
 
     if spec == 'stdout':
@@ -106,6 +109,10 @@ def open_sink(spec, args=(), kwargs=None, mode='batch', stdout=None):
         if not rest:
             raise UnknownSink(f"sink {spec!r} names no file: expected jsonl:PATH")
         return BackendSink(PlainFile(log, rest), spec, mode)
+    if scheme == 'csv' and colon:
+        if not rest:
+            raise UnknownSink(f"sink {spec!r} names no file: expected csv:PATH")
+        return BackendSink(CsvFile(log, rest), spec, mode)
     if scheme == 'sqlite' and colon:
         path, table = parse_sqlite(spec, rest)
         return SqliteSink(path, table, name=spec)

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from rezina.backends.appendfile import AppendFile
 from rezina.backends.base import StorageBackend
 from rezina.backends.jsonvalue import UnrenderableItem, dumps_lines
 from rezina.errors import SinkError
@@ -29,16 +30,20 @@ class JsonLines(StorageBackend):
         self._write_bytes(self._render([(None, None, message)]))
 
     def write_records(self, records):
-        """Write one line per record's item, then flush."""
+        """Write one line per record's item, then flush. An item that cannot be JSON
+        fails alone, once the lines before it are written."""
         self._write_bytes(self._render(records))
 
     def _render(self, records):
+        items = [item for _, _, item in records]
         try:
-            return dumps_lines([item for _, _, item in records])
+            return dumps_lines(items)
         except UnrenderableItem as exc:
+            self._write_bytes(dumps_lines(items[:exc.index]))
             item_id = records[exc.index][0]
             what = f"item {item_id}" if item_id is not None else "an item"
-            raise SinkError(f"cannot write {what} to {self.name}: {exc.reason}") from None
+            raise SinkError(f"cannot write {what} to {self.name}: {exc.reason}",
+                            written=exc.index, bad_item=True) from None
 
     def _write_bytes(self, data):
         raise NotImplementedError
@@ -84,50 +89,16 @@ class PlainFile(JsonLines):
         super().__init__(logger, path)
         self.path = os.path.expanduser(os.fspath(path))
         self.name = f"jsonl:{path}"
-        self._check_tail = True
+        self.file = AppendFile(self.path, self.name)
 
     def open(self):
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
-            raise SinkError(f"cannot open {self.name}: directory {parent!r} does not exist")
-        try:
-            # read access too: _ends_a_line() looks at the last byte; writes still append
-            self.stream = open(self.path, 'a+b')
-        except OSError as exc:
-            raise SinkError(f"cannot open {self.name}: {exc.strerror or exc}") from None
-        self._check_tail = True
+        self.file.open()
 
     def _write_bytes(self, data):
-        if not data:
-            return
-        if self.stream is None:
-            raise SinkError(f"cannot write to {self.name}: it is not open")
-        try:
-            if self._check_tail and not self._ends_a_line():
-                log.warning("%s: last line was cut short; starting a new one", self.name)
-                data = b'\n' + data
-            self._check_tail = False
-            self.stream.write(data)
-            self.stream.flush()
-            os.fsync(self.stream.fileno())
-        except OSError as exc:
-            # a partial write may have left half a line: look again before the next one
-            self._check_tail = True
-            raise SinkError(f"cannot write to {self.name}: {exc.strerror or exc}") from None
-
-    def _ends_a_line(self):
-        """True if the file is empty or its last byte is a newline."""
-        fd = self.stream.fileno()
-        size = os.fstat(fd).st_size
-        return size == 0 or os.pread(fd, 1, size - 1) == b'\n'
+        self.file.append(data)
 
     def close(self):
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            try:
-                stream.close()
-            except OSError as exc:
-                raise SinkError(f"cannot close {self.name}: {exc.strerror or exc}") from None
+        self.file.close()
 
 
 class Null(StorageBackend):
