@@ -18,6 +18,8 @@ BOCCA_BATCH_SIZE = 1000
 FLUSH_INTERVAL = 1.0            # seconds
 MAX_ITEM_BYTES = 64 << 20       # 64 MiB
 MAX_DELIVERIES = 3              # deaths of a child while running an item before quarantine
+RETRY_BASE = 0.1                # seconds: the most a first retry waits (full jitter)
+RETRY_MAX = 10.0                # seconds: the most any retry waits
 
 LINGER_MS = 2000                # how long a closing socket may flush its queue
 DRAIN_TIMEOUT = 30.0            # how long a stop waits for in-flight items

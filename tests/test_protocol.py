@@ -14,6 +14,7 @@ from rezina.pipe import codec, protocol, slicing
 from rezina.pipe.outbox import split_batch
 from rezina.pipe.protocol import Batch
 from rezina.pipe.stream import DownstreamClosed, PipeReader, PipeWriter, record_of
+from rezina.pipe.textio import TextWriter
 
 IST = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
 ITEMS = ['São Paulo', 7, None, {'東京': [1.5, b'\x00']}, [[], {}],
@@ -284,11 +285,12 @@ def test_stream_that_is_not_records_is_refused_clearly(pipe, data):
                                  "(pipe rz commands together)")
 
 
-def test_writer_whose_reader_closed_raises_downstream_closed(pipe):
+@pytest.mark.parametrize('writer_class', [PipeWriter, TextWriter])
+def test_writer_whose_reader_closed_raises_downstream_closed(pipe, writer_class):
     read_fd, write_fd, fds = pipe
     close(read_fd, fds)
     acked = []
-    writer = PipeWriter(write_fd, acked.append)
+    writer = writer_class(write_fd, acked.append)
     writer.offer(batch_of('r1', 0, ['a']))
     try:
         with pytest.raises(DownstreamClosed):

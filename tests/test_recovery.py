@@ -76,7 +76,7 @@ def test_an_item_that_kills_its_worker_is_quarantined(procs, poison):
     assert codes == [0, exitcodes.FAILED, 0]
     assert sorted(int(x) for x in out.split()) == [i for i in range(40) if i != 13]
     log = stderr_of(chain[1])
-    assert "item t/p:13 failed: quarantined: its worker died running it 3 times" in log
+    assert "item t/p:13 failed: Quarantined: its worker died running it 3 times" in log
     assert log.count('restarting it') == 3
 
 

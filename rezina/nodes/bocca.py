@@ -24,6 +24,10 @@ Options:
   --args=JSON            Positional arguments for a MOD:CLASS sink, as a JSON array.
   --kwargs=JSON          Keyword arguments for a MOD:CLASS sink, as a JSON object.
   --producers=N          With a bound --in: wait for N producers before ending [default: 0].
+  --in-format=FORMAT     On stdin: msgpack (from rz commands), json (JSON lines) or lines
+                         (each line a string) [default: msgpack].
+  --errors=SINK          Where failed items go, as records (any SINK but stdout); by
+                         default a line each on stderr.
   --name=NAME            The node's name in logs (by default the SINK).
   --path=DIR             Also import from DIR (after the current directory).
   --log-level=LEVEL      debug, info, warning or error [default: info].
@@ -43,9 +47,9 @@ from rezina import defaults, exitcodes
 from rezina.backends import open_sink
 from rezina.cli import float_option, int_option, run_command
 from rezina.errors import SinkError, UsageError
-from rezina.nodes.node import Node, take_stdout
+from rezina.nodes.failures import Failures
+from rezina.nodes.node import Node, input_endpoints, take_stdout
 from rezina.pipe import codec, protocol
-from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.stream import DownstreamClosed
 from rezina.target import add_search_path, parse_json
 
@@ -58,8 +62,8 @@ ITEM_ATTEMPTS = 3           # writes of one item alone that fail before it fails
 class Bocca(Node):
     """Writes what arrives to the sink, in stream or batch mode."""
 
-    def __init__(self, name, sink, mode, batch_size, flush_interval):
-        super().__init__(name)
+    def __init__(self, name, sink, mode, batch_size, flush_interval, failures=None):
+        super().__init__(name, failures)
         self.sink = sink
         self.mode = mode
         self.batch_size = batch_size
@@ -68,7 +72,6 @@ class Bocca(Node):
         self.pending_items = 0
         self.oldest = None         # when the oldest pending item arrived
         self.stored = 0
-        self.failed = 0
         self.first_at = None
         self.last_at = None
         self.retry_at = 0.0
@@ -78,10 +81,12 @@ class Bocca(Node):
         self.head_attempts = 0     # failed writes of the first unwritten item alone
         self.last_error = ''
         self.partly_written = 0
+        self.bad_item = False
         # the sink is written from a thread of its own, so that a slow backend cannot
         # stall this node's heartbeat; `lock` guards what both threads change
         self.lock = threading.Lock()
         self.written_batches = deque()   # wire batches now written, to acknowledge
+        self.failed_items = []           # (id, item, type, reason, attempts) to report
         self.writing = False
         self.writer_error = None
         self.write_wanted = threading.Event()
@@ -97,7 +102,7 @@ class Bocca(Node):
         except ValueError as exc:
             items, bad = [], [(i, str(exc)) for i in range(batch.count)]
         for index, reason in bad:
-            self._failed(batch.item_id(index), reason)
+            self._failed(batch.item_id(index), None, 'DecodeError', reason)
         ids = protocol.seqs_without(batch.seqs(), bad) if bad else None
         now = time.monotonic()
         if self.first_at is None:
@@ -108,15 +113,17 @@ class Bocca(Node):
             self.pending.append([batch, items, ids, 0])     # 0: items written so far
             self.pending_items += len(items)
 
-    def _failed(self, item_id, reason):
+    def _failed(self, item_id, item, kind, reason, attempts=0):
+        """Called in either thread; the report is made in the main thread."""
         with self.lock:
-            self.failed += 1
-        if self.failed <= 20:
-            log.warning("%s: item %s failed: %s", self.name, item_id, reason)
+            self.failed_items.append((item_id, item, kind, reason, attempts))
+        self.loop.wake()
 
     def step(self):
         while self.written_batches:
             self.input.ack(self.written_batches.popleft())
+        if self.failed_items:
+            self._report_failures()
         if self.writer_error is not None:
             raise self.writer_error
         if not self.pending or self.writing:
@@ -131,6 +138,12 @@ class Bocca(Node):
         self.writing = True
         self.write_wanted.set()
         return None
+
+    def _report_failures(self):
+        with self.lock:
+            failed, self.failed_items = self.failed_items, []
+        for item_id, item, kind, reason, attempts in failed:
+            self.failures.report(item_id, item, kind, reason, attempts=attempts)
 
     def _writer(self):
         """The writer thread: one pass over the pending items each time it is asked."""
@@ -160,6 +173,9 @@ class Bocca(Node):
                     done, self.partly_written = self.partly_written, 0
                     self._written(self._take(done, skip=0)[0], done)
                     count -= done
+                if self.bad_item:
+                    self._fail_head(self.last_error, 1)
+                    continue
                 self._write_failed(count)
                 return
             self._written(parts, count)
@@ -212,14 +228,19 @@ class Bocca(Node):
         if not self._write(probe):
             self.head_attempts = 0       # the items after it fail too: the sink is down
             return
-        head, _ = self._take(1, skip=0)
-        (entry, index, _), = head
-        self._failed(f"{entry[0].run}:{_seq_of(entry, index)}",
-                     f"the sink failed to write it {ITEM_ATTEMPTS} times: {self.last_error}")
-        self._written(head, 1, stored=False)
+        self._fail_head(f"the sink failed to write it {ITEM_ATTEMPTS} times: "
+                        f"{self.last_error}", ITEM_ATTEMPTS)
         self._written(probe, 1)
         self.head_attempts = 0
         self.retry_at = 0.0
+
+    def _fail_head(self, why, attempts):
+        """The first unwritten item fails alone; the writing goes on after it."""
+        head, _ = self._take(1, skip=0)
+        (entry, index, _), = head
+        self._failed(f"{entry[0].run}:{_seq_of(entry, index)}", entry[1][index], 'SinkError',
+                     why, attempts)
+        self._written(head, 1, stored=False)
 
     def _write(self, parts):
         records = []
@@ -239,6 +260,9 @@ class Bocca(Node):
         except SinkError as exc:
             self.partly_written = exc.written
             self.last_error = str(exc)
+            self.bad_item = exc.bad_item
+            if exc.bad_item:
+                return False
             self.retry_wait = min(RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
             log.warning("%s: %s; retrying in %.0f s", self.name, exc, self.retry_wait)
@@ -274,12 +298,15 @@ class Bocca(Node):
             self.writer.join(timeout=2.0)
             if not self.writer.is_alive():      # else a write hangs: leave the sink be
                 self.sink.close()
+            self._report_failures()
+            self.failures.close()
         span = self.last_at - self.first_at if self.last_at and self.first_at else 0.0
         rate = self.stored / span if span > 0 else 0.0
         log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
-                 self.name, self.stored, span, rate, self.failed)
+                 self.name, self.stored, span, rate, self.failures.count)
         truncated = self.input_truncated()
-        return exitcodes.FAILED if self.failed or self.abandoned or truncated else exitcodes.OK
+        failed = self.failures.count or self.abandoned or truncated
+        return exitcodes.FAILED if failed else exitcodes.OK
 
 
 def _serve(args):
@@ -292,13 +319,15 @@ def _serve(args):
     producers = int_option(args, '--producers', 0)
     sink_args = parse_json(args['--args'], '--args', list)
     sink_kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
-    inputs = [parse_endpoint(e, '--in', bind_by_default=False) for e in args['--in']]
+    inputs = input_endpoints(args)
     spec = args['SINK'] or 'stdout'
     stdout = None
     if spec == 'stdout':
         stdout = os.fdopen(take_stdout(), 'wb')
     sink = open_sink(spec, sink_args, sink_kwargs, mode=mode, stdout=stdout)
-    bocca = Bocca(args['--name'] or spec, sink, mode, batch_size, flush_interval)
+    name = args['--name'] or spec
+    bocca = Bocca(name, sink, mode, batch_size, flush_interval,
+                  Failures(name, args['--errors']))
     try:
         window = max(defaults.CREDIT_MAX, 2 * batch_size)
         bocca.open_inputs(inputs, window, producers)

@@ -14,31 +14,40 @@ Options:
   --name=NAME            The source's name in item ids (by default MOD.FUNC, with a hash of
                          the arguments when there are any).
   --run-id=ID            Name a one-shot run (its ids are NAME/ID:SEQ), so that running
-                         it again is stored once; not with --every.
+                         it again is stored once; not with --every or --cron.
   --every=SECONDS        Run every SECONDS, on the grid of the epoch or of --start.
+  --cron=EXPR            Run at the times of the cron expression EXPR, in local time.
   --start=TIME           First run at TIME, local, as 'YYYY-MM-DD HH:MM:SS'.
+  --overlap=POLICY       A tick that comes while the previous run is in flight: skip it,
+                         queue it (one at most) or allow it to run beside [default: skip].
+  --format=FORMAT        On stdout: msgpack (for rz commands) or json (JSON lines)
+                         [default: msgpack].
+  --ids                  With --format json, write each item as {"id": ID, "item": ITEM}.
+  --errors=SINK          Where failed items go, as records (any SINK of rz-bocca but
+                         stdout); by default a line each on stderr.
   --path=DIR             Also import from DIR (after the current directory).
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
 """
 
-import datetime
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
+from collections import deque
 from itertools import repeat
 
 from rezina import defaults, exitcodes
 from rezina.cli import run_command
 from rezina.errors import UsageError
-from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
-from rezina.nodes.runner import Chunk, Run, RunMark, Runner
+from rezina.cron import CronSchedule, parse_cron
+from rezina.nodes.node import Node, one_shot_label, output_endpoint
+from rezina.nodes.failures import Failures
+from rezina.nodes.overlap import POLICIES, Overlap
+from rezina.nodes.runner import Chunk, Permits, Puller, Run, RunMark, Scheduler
 from rezina.pipe import codec, protocol
-from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.outbox import split_batch
 from rezina.schedule import Schedule, parse_every, parse_start
 from rezina.target import add_search_path, parse_arg, parse_json, resolve_callable
@@ -57,59 +66,81 @@ def default_name(spec, args, kwargs):
     return name
 
 
-def one_shot_label():
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%S.%f}Z-{os.urandom(2).hex()}"
-
-
 class Hydrant(Node):
-    """The main thread of rz-hydrant: batches the runner's items and sends them."""
+    """The main thread of rz-hydrant: fires runs on the scheduler's ticks, batches the
+    pullers' items and sends them."""
 
-    def __init__(self, name, func, args, kwargs, schedule, run_id):
+    def __init__(self, name, func, args, kwargs, schedule, run_id, overlap='skip',
+                 failures=None):
         super().__init__(name)
+        self.func = (func, args, kwargs)
+        self.schedule = schedule
         self.run_id = run_id
+        self.failures = failures or Failures(name)
         self.runs = {}
-        self.current = None
-        self.fired = 0
-        self.completed = 0
+        self.overlap = Overlap(overlap, name)
+        self.permits = Permits()
+        self.pullers = []
+        self.ticks = deque()             # posted by the scheduler; None at its end
+        self.schedule_done = False
         self.given = 0
+        self.drained = 0                 # items taken from the pullers' handoffs
         self.failed_runs = 0
         self.failed_items = 0
-        self.runner_done = False
         self.finished = False
         self.last_emit = 0.0
-        self.drained = 0          # items taken from the runner's handoff
-        self.specials_seen = 0    # Chunks and RunMarks taken from it
-        self.runner = Runner(func, args, kwargs, schedule, self.name_run, self.loop.wake,
-                             lambda: self.fired > self.completed)
-        self.runner.name = name
+        self.scheduler = Scheduler(schedule, self._post)
 
-    def name_run(self, tick):
-        """The Run of a tick (called in the runner thread)."""
+    def _post(self, tick):
+        """Called in the scheduler thread."""
+        self.ticks.append(tick)
+        self.loop.wake()
+
+    # firing
+
+    def _take_ticks(self):
+        while self.ticks:
+            tick = self.ticks.popleft()
+            if tick is None:
+                self.schedule_done = True
+            elif not self.stop_requested and self.overlap.tick(tick):
+                self._fire(tick)
+
+    def _fire(self, tick):
         if self.run_id:
             run_id = f"{self.name}/{self.run_id}"
-        elif self.runner.schedule.periodic:
+        elif self.schedule.periodic:
             run_id = f"{self.name}/{tick.label}"
         else:
             run_id = f"{self.name}/{one_shot_label()}"
-        self.fired += 1
-        return Run(run_id, tick.label)
+        run = Run(run_id, tick.label)
+        self.runs[run_id] = run
+        puller = next((p for p in self.pullers if not p.busy), None)
+        if puller is None:
+            puller = Puller(*self.func, self.permits, self.loop.wake)
+            self.pullers.append(puller)
+            puller.start()
+        puller.give(run)
 
     # moving items
 
     def step(self):
-        """Send what the runner handed over: at once when the last batch left more than
+        """Send what the pullers handed over: at once when the last batch left more than
         COALESCE ago, else when that much time has passed or a full batch is waiting, so
         that a busy source sends full batches and an idle one sends each item at once."""
-        runner = self.runner
-        if not (runner.handoff or runner.woken):
+        if self.ticks:
+            self._take_ticks()
+        wanted = [p for p in self.pullers if p.handoff or p.woken]
+        if not wanted:
             return None
         now = time.monotonic()
         wait = self.last_emit + defaults.COALESCE - now
-        if wait > 0 and len(runner.handoff) < defaults.WIRE_BATCH_ITEMS and not runner.bulk:
+        if wait > 0 and not any(len(p.handoff) >= defaults.WIRE_BATCH_ITEMS or p.bulk
+                                for p in wanted):
             return wait
         self.last_emit = now
-        self._drain()
+        for puller in wanted:
+            self._drain(puller)
         return None
 
     def pump(self):
@@ -117,72 +148,64 @@ class Hydrant(Node):
         if not self.stop_requested:
             self._give_permits()
 
-    def _drain(self):
-        """Take everything the runner handed over and send it as batches of each run."""
-        runner = self.runner
-        runner.woken = False
-        runner.bulk = False
-        handoff = runner.handoff
+    def _drain(self, puller):
+        """Take everything a puller handed over and send it as batches of each run."""
+        puller.woken = False
+        puller.bulk = False
+        handoff = puller.handoff
         popleft = handoff.popleft
         pending = []
         while handoff:
             # the count of Chunks and RunMarks is read after the length: one already in
-            # the handoff is then counted (the runner counts before it appends)
+            # the handoff is then counted (the puller counts before it appends)
             count = len(handoff)
-            specials = runner.specials
+            specials = puller.specials
             taken = [popleft() for _ in repeat(None, count)]
-            if specials == self.specials_seen:
+            if specials == puller.specials_seen:
                 pending.extend(taken)
                 continue
             for thing in taken:
                 kind = type(thing)
                 if kind is Chunk:
                     pending.extend(thing)
-                elif kind is RunMark or thing is None:
-                    self.specials_seen += 1
-                    self._emit_all(pending)
+                elif kind is RunMark:
+                    puller.specials_seen += 1
+                    self._emit_all(puller.current, pending)
                     pending = []
-                    self._mark(thing)
+                    self._mark(puller, thing)
                     continue
                 else:
                     pending.append(thing)
                     continue
-                self.specials_seen += 1
-        self._emit_all(pending)
+                puller.specials_seen += 1
+        self._emit_all(puller.current, pending)
 
-    def _emit_all(self, items):
+    def _emit_all(self, run, items):
         full = defaults.WIRE_BATCH_ITEMS
         for start in range(0, len(items), full):
-            self._emit(items[start:start + full])
+            self._emit(run, items[start:start + full])
 
-    def _mark(self, mark):
-        if mark is None:
-            self.runner_done = True
-            return
+    def _mark(self, puller, mark):
         run = mark.run
         if not mark.end:
-            self.runs[run.id] = self.current = run
+            puller.current = run
             log.debug("%s: run %s started", self.name, run.id)
             return
         run.exhausted = True
         run.error = mark.error
-        if mark.error:
-            self.failed_runs += 1
-            log.error("%s: run %s failed after %d items: %s", self.name, run.id,
-                      run.next_seq, mark.error)
         self._check_complete(run)
 
-    def _emit(self, items):
+    def _emit(self, run, items):
         self.drained += len(items)
-        run = self.current
         first = run.next_seq
         run.next_seq += len(items)
         payload, bad = codec.encode_items(items)
         ids = first
         if bad:
             for index, reason in bad:
-                log.error("%s: item %s:%d cannot be sent: %s", self.name, run.id,
-                          first + index, reason)
+                self.failures.report(f"{run.id}:{first + index}", repr(items[index]),
+                                     'ItemNotEncodable', f"cannot be sent: {reason}",
+                                     attempts=0)
             run.failed += len(bad)
             self.failed_items += len(bad)
             ids = protocol.compact_ids(
@@ -197,12 +220,12 @@ class Hydrant(Node):
 
     def _give_permits(self):
         output = self.output
-        # permits not yet used, items in the handoff, items not yet sent
+        # permits not yet used, items in the handoffs, items not yet sent
         outstanding = self.given - self.drained + output.pending_items
         want = output.capacity() - outstanding
         if want > 0:
             self.given += want
-            self.runner.permits.give(want)
+            self.permits.give(want)
 
     def on_acked(self, batch):
         run = self.runs.get(batch.run)
@@ -214,25 +237,34 @@ class Hydrant(Node):
         if not run.complete or run.ended:
             return
         run.ended = time.monotonic()
-        self.completed += 1
         del self.runs[run.id]
+        seconds = run.ended - run.started
         if run.error:
-            return       # its failure is already reported
-        failures = f", {run.failed} failed" if run.failed else ""
-        log.info("%s: run %s complete: %d items in %.2f s%s", self.name, run.id,
-                 run.items, run.ended - run.started, failures)
+            self.failed_runs += 1
+            log.error("%s: run %s failed after %d items in %.2f s: %s", self.name, run.id,
+                      run.items, seconds, run.error)
+        else:
+            log.info("%s: run %s complete: %d items in %.2f s, %d failed", self.name,
+                     run.id, run.items, seconds, run.failed)
+        tick = self.overlap.run_ended()
+        if tick is not None and not self.stop_requested:
+            self._fire(tick)
 
     # ending
+
+    @property
+    def pulling(self):
+        return any(p.busy or p.handoff for p in self.pullers)
 
     def done(self):
         if self.finished:
             return self.output.idle or self.drain_expired()
         if self.stop_requested:
-            self.runner.stop.set()
-            self.runner.permits.close()
+            self._stop_threads()
             drained = self.output.idle or self.drain_expired()
         else:
-            drained = self.runner_done and not self.runs and self.output.idle
+            drained = (self.schedule_done and not self.ticks and not self.runs
+                       and self.overlap.waiting is None and self.output.idle)
         if drained and (self.output.ready_to_finish() or self.stop_requested):
             self.output.finish()
             self.output.pump()          # the end record, now rather than at the next tick
@@ -243,18 +275,28 @@ class Hydrant(Node):
             return self.output.idle
         return False
 
+    def _stop_threads(self):
+        if self.permits.closed:
+            return
+        self.scheduler.stop.set()
+        self.permits.close()
+        self.overlap.drop_waiting()
+        for puller in self.pullers:
+            puller.finish()
+
     def serve(self):
-        self.runner.start()
+        self.scheduler.start()
         try:
             self.run()
         finally:
-            self.runner.stop.set()
-            self.runner.permits.close()
-        if self.runner.skipped:
-            log.info("%s: %d ticks skipped", self.name, self.runner.skipped)
-        if self.runner.crashed:
-            log.error("%s: the schedule stopped: %s", self.name, self.runner.crashed)
-        failed = self.failed_runs or self.failed_items or self.runner.crashed
+            self._stop_threads()
+            self.failures.close()
+        if self.schedule.periodic:
+            log.info("%s: ticks: %d fired, %d skipped, %d missed", self.name,
+                     self.overlap.fired, self.overlap.skipped, self.schedule.missed)
+        if self.scheduler.crashed:
+            log.error("%s: the schedule stopped: %s", self.name, self.scheduler.crashed)
+        failed = self.failed_runs or self.failed_items or self.scheduler.crashed
         return exitcodes.FAILED if failed else exitcodes.OK
 
 
@@ -272,24 +314,34 @@ def build(args):
     spec = args['MOD:FUNC']
     func_args = [parse_arg(a) for a in args['ARG']]
     kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
-    out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
-    if out.is_stdio:
-        refuse_terminal_output(PROG)
-        take_stdout()            # before the user's module can print at import
-    interval = parse_every(args['--every']) if args['--every'] else None
-    start = parse_start(args['--start']) if args['--start'] else None
+    out = output_endpoint(args, PROG)
     for option in ('--name', '--run-id'):
         text = args[option]
         if text is not None and (not text or not text.isprintable() or ':' in text):
             raise UsageError(f"{option} {text!r}: expected printable text without ':'")
-    if args['--run-id'] and interval:
-        raise UsageError("--run-id names a one-shot run: it cannot be used with --every")
+    if args['--overlap'] not in POLICIES:
+        raise UsageError(f"--overlap {args['--overlap']!r}: expected skip, queue or allow")
+    schedule = build_schedule(args)
+    if args['--run-id'] and schedule.periodic:
+        raise UsageError("--run-id names a one-shot run: it cannot be used with --every or "
+                         "--cron")
     func = resolve_callable(spec)
     name = args['--name'] or default_name(spec, func_args, kwargs)
-    hydrant = Hydrant(name, func, func_args, kwargs, Schedule(interval, start),
-                      args['--run-id'])
+    hydrant = Hydrant(name, func, func_args, kwargs, schedule, args['--run-id'],
+                      args['--overlap'], Failures(name, args['--errors']))
     hydrant.open_output(out)
     return hydrant
+
+
+def build_schedule(args):
+    """The Schedule or CronSchedule of --every, --cron and --start."""
+    start = parse_start(args['--start']) if args['--start'] else None
+    if args['--cron'] is not None:
+        if args['--every'] is not None:
+            raise UsageError("--cron and --every are two schedules: give one of them")
+        return CronSchedule(parse_cron(args['--cron']), start)
+    interval = parse_every(args['--every']) if args['--every'] else None
+    return Schedule(interval, start)
 
 
 def _serve(args):

@@ -3,6 +3,8 @@
 Runs in every rz-hydrant, rz-notch and rz-bocca process (not in notch worker children).
 """
 
+import dataclasses
+import datetime
 import logging
 import os
 import sys
@@ -12,12 +14,15 @@ import zmq
 
 from rezina import defaults
 from rezina.errors import UsageError
+from rezina.nodes.failures import Failures
+from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.inbox import Inbox
 from rezina.pipe.links import Network
 from rezina.pipe.loop import Loop
 from rezina.pipe.outbox import Outbox
 from rezina.pipe.port import Port
 from rezina.pipe.stream import PipeReader, PipeWriter
+from rezina.pipe.textio import TextReader, TextWriter, read_format, write_format
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +50,45 @@ def take_stdout():
     return _stdout_fd
 
 
+def one_shot_label():
+    """A fresh, sortable label for a run that has no tick: UTC time and 2 random bytes."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S.%f}Z-{os.urandom(2).hex()}"
+
+
+def output_endpoint(args, prog):
+    """The --out endpoint with --format and --ids; takes stdout when it is the output."""
+    out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
+    fmt = write_format(args['--format'])
+    if args['--ids'] and fmt != 'json':
+        raise UsageError("--ids wraps JSON lines: give it with --format json")
+    if not out.is_stdio:
+        if fmt != 'msgpack':
+            raise UsageError(f"--format {fmt} is for stdout, not --out {args['--out']}")
+        return out
+    if fmt == 'msgpack':
+        refuse_terminal_output(prog)
+    take_stdout()            # before the user's module can print at import
+    return dataclasses.replace(out, fmt=fmt, ids=bool(args['--ids']))
+
+
+def input_endpoints(args):
+    """The --in endpoints, with --in-format for stdin."""
+    inputs = [parse_endpoint(e, '--in', bind_by_default=False) for e in args['--in']]
+    fmt = read_format(args['--in-format'])
+    if fmt == 'msgpack':
+        return inputs
+    if not any(e.is_stdio for e in inputs):
+        raise UsageError(f"--in-format {fmt} is for stdin, not --in {args['--in'][0]}")
+    return [dataclasses.replace(e, fmt=fmt) for e in inputs]
+
+
 class Node:
     """A stage's event loop; subclasses do the stage's work in step()."""
 
-    def __init__(self, name):
+    def __init__(self, name, failures=None):
         self.name = name
+        self.failures = failures if failures is not None else Failures(name)
         self.loop = Loop()
         self.network = Network(name)
         self.context = None
@@ -74,7 +113,10 @@ class Node:
 
     def open_output(self, endpoint):
         """The node's output: a PipeWriter on stdout or an Outbox on a ZeroMQ port."""
-        if endpoint.is_stdio:
+        if endpoint.is_stdio and endpoint.fmt == 'json':
+            self.output = TextWriter(take_stdout(), self.on_acked, with_ids=endpoint.ids,
+                                     on_failed=self._unwritable)
+        elif endpoint.is_stdio:
             self.output = PipeWriter(take_stdout(), self.on_acked)
         else:
             self.output = Outbox(self.network, self.on_acked)
@@ -86,7 +128,12 @@ class Node:
         if any(e.is_stdio for e in endpoints):
             if len(endpoints) > 1:
                 raise UsageError("--in '-' (stdin) cannot be given with other --in endpoints")
-            self.input = PipeReader(STDIN)
+            endpoint, = endpoints
+            if endpoint.fmt == 'msgpack':
+                self.input = PipeReader(STDIN)
+            else:
+                self.input = TextReader(STDIN, endpoint.fmt, f"stdin/{one_shot_label()}",
+                                        self._malformed)
             self.loop.watch(STDIN, self._stdin_ready)
         else:
             self.input = Inbox(self.network, self.on_batch, window, producers)
@@ -99,6 +146,12 @@ class Node:
             self.on_batch(batch)
         if self.input.eos:
             self.loop.unwatch(STDIN)
+
+    def _malformed(self, item_id, reason):
+        self.failures.report(item_id, None, 'MalformedLine', reason, attempts=0)
+
+    def _unwritable(self, item_id, reason):
+        self.failures.report(item_id, None, 'ItemNotEncodable', reason, attempts=0)
 
     # hooks for subclasses
 
@@ -131,7 +184,7 @@ class Node:
         inbox = self.input
         if isinstance(inbox, Inbox):
             inbox.flush(self.load() if not self.stop_requested else inbox.window)
-        elif isinstance(inbox, PipeReader) and not inbox.eos:
+        elif isinstance(inbox, (PipeReader, TextReader)) and not inbox.eos:
             room = self.load() < self.window() and not self.stop_requested
             self.loop.modify(STDIN, zmq.POLLIN if room else 0)
         now = time.monotonic()

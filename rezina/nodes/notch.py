@@ -9,15 +9,28 @@ MOD:FUNC may also be MOD:Class.method: Class() is built once in each worker proc
 
 Options:
   -p, --processes=N      Worker processes [default: 1].
-  -t, --threads=N        Threads in each worker process [default: 1].
+  -t, --threads=N        Threads in each worker process, for a plain function
+                         (default 1).
+  -c, --concurrency=N    Coroutines in each worker process, for an async def function
+                         (default 1).
   -i, --in=ENDPOINT      Where items come from: '-' (stdin) or a ZeroMQ address,
                          tcp://HOST:PORT or ipc://PATH; connects unless prefixed with
                          '@'; may be given more than once [default: -].
   -o, --out=ENDPOINT     Where results go: '-' (stdout) or a ZeroMQ address; binds unless
                          prefixed with '>' [default: -].
   --producers=N          With a bound --in: wait for N producers before ending [default: 0].
+  --keep-order           Send results in the order their items came in.
+  --retries=N            Call FUNC again on an item that raised, up to N more times,
+                         with exponential backoff and jitter [default: 0].
   --max-deliveries=N     Quarantine an item once a worker died running it N times
                          [default: 3].
+  --errors=SINK          Where failed items go, as records (any SINK of rz-bocca but
+                         stdout); by default a line each on stderr.
+  --in-format=FORMAT     On stdin: msgpack (from rz commands), json (JSON lines) or lines
+                         (each line a string) [default: msgpack].
+  --format=FORMAT        On stdout: msgpack (for rz commands) or json (JSON lines)
+                         [default: msgpack].
+  --ids                  With --format json, write each item as {"id": ID, "item": ITEM}.
   --name=NAME            The node's name in logs (by default FUNC).
   --path=DIR             Also import from DIR (after the current directory).
   --log-level=LEVEL      debug, info, warning or error [default: info].
@@ -25,50 +38,56 @@ Options:
   --version              Show the version.
 """
 
+import inspect
 import logging
 import sys
 import time
 
 from rezina import defaults, exitcodes
 from rezina.cli import int_option, run_command
-from rezina.errors import UnknownFunction
-from rezina.nodes.node import Node, refuse_terminal_output, take_stdout
+from rezina.errors import UnknownFunction, UsageError
+from rezina.nodes.failures import Failures
+from rezina.nodes.node import Node, input_endpoints, output_endpoint
 from rezina.nodes.pool import Pool
 from rezina.pipe import protocol
 from rezina.pipe.inbox import Inbox
-from rezina.pipe.endpoint import parse_endpoint
 from rezina.target import add_search_path, import_target, split_spec
 
 log = logging.getLogger(__name__)
 PROG = 'rz-notch'
-FAILURE_LINES = 20          # item failures logged one per line before only counting
 
 
 class Notch(Node):
     """The parent of rz-notch: moves units between the edges and the worker children."""
 
-    def __init__(self, name, spec, processes, threads, max_deliveries):
-        super().__init__(name)
-        self.pool = Pool(spec, processes, threads, max_deliveries, name, self.on_result,
-                         self.on_quarantine, self.loop)
+    def __init__(self, name, spec, processes, lanes, max_deliveries, mode='threads',
+                 retries=0, keep_order=False, failures=None):
+        super().__init__(name, failures)
+        self.pool = Pool(spec, processes, lanes, max_deliveries, name, self.on_result,
+                         self.on_quarantine, self.loop, mode, retries)
         self.processes = processes
-        self.threads = threads
+        self.lanes = lanes
+        self.keep_order = keep_order
+        self.held = {}             # --keep-order: unit order -> result waiting its turn
+        self.held_items = 0
+        self.next_order = 0
         self.open_batches = 0
         self.items_in = 0
         self.items_out = 0
-        self.failed = 0
         self.finished = False
         self.first_at = None
 
     def window(self):
-        """Input items to hold: enough to keep every thread busy over a round trip."""
+        """Input items to hold: enough to keep every lane busy over a round trip."""
         pool = self.pool
-        floor = 2 * self.processes * self.threads
+        floor = 2 * self.processes * self.lanes
         want = 4 * self.processes * pool.capacity(pool.children[0]) * pool.unit_size
         return max(floor, min(defaults.CREDIT_MAX, want))
 
     def load(self):
-        return self.pool.queued_items + self.pool.assigned_items + self.output.pending_items
+        pool = self.pool
+        return (pool.queued_items + pool.assigned_items + self.held_items
+                + self.output.pending_items)
 
     def on_batch(self, batch):
         if self.first_at is None:
@@ -81,15 +100,27 @@ class Notch(Node):
             self._settle(batch)
 
     def step(self):
-        if isinstance(self.input, Inbox):       # a pipe's window is the load check
+        if not isinstance(self.input, Inbox):       # a pipe's window is the load check
             self.input.window = self.window()
         self.pool.assign()
         return None
 
     def on_result(self, unit, ids, count, payload, failures, seconds):
         batch = unit.batch
-        for seq, kind, message, trace in failures:
-            self._failed(f"{batch.run}:{seq}", f"{kind}: {message}", trace)
+        for seq, kind, message, trace, item, attempts in failures:
+            self.failures.report(f"{batch.run}:{seq}", item, kind, message, trace, attempts)
+        if not self.keep_order:
+            self._send(batch, ids, count, payload)
+            return
+        self.held[unit.order] = (batch, ids, count, payload)
+        self.held_items += count
+        while self.next_order in self.held:
+            batch, ids, count, payload = self.held.pop(self.next_order)
+            self.held_items -= count
+            self.next_order += 1
+            self._send(batch, ids, count, payload)
+
+    def _send(self, batch, ids, count, payload):
         if count:
             self.items_out += count
             batch.parts += 1
@@ -98,17 +129,9 @@ class Notch(Node):
         if not batch.parts:
             self._settle(batch)
 
-    def on_quarantine(self, unit, seq, why):
-        self._failed(f"{unit.batch.run}:{seq}", f"quarantined: {why}", None)
-
-    def _failed(self, item_id, what, trace):
-        self.failed += 1
-        if self.failed <= FAILURE_LINES:
-            log.warning("%s: item %s failed: %s", self.name, item_id, what)
-            if trace:
-                log.debug("%s: item %s:\n%s", self.name, item_id, trace)
-        elif self.failed == FAILURE_LINES + 1:
-            log.warning("%s: more items failed; counting them only", self.name)
+    def on_quarantine(self, unit, seq, item, why, deaths):
+        self.failures.report(f"{unit.batch.run}:{seq}", item, 'Quarantined', why,
+                             attempts=deaths)
 
     def on_acked(self, out_batch):
         batch = out_batch.origin
@@ -141,30 +164,45 @@ class Notch(Node):
             self.run()
         finally:
             self.pool.stop()
+            self.failures.close()
         elapsed = time.monotonic() - (self.first_at or time.monotonic())
         redelivered = self.pool.redelivered + self.output.redelivered
         log.info("%s: %d items in, %d out, %d failed, %d redelivered, in %.2f s", self.name,
-                 self.items_in, self.items_out, self.failed, redelivered, elapsed)
+                 self.items_in, self.items_out, self.failures.count, redelivered, elapsed)
         truncated = self.input_truncated()
-        return exitcodes.FAILED if self.failed or truncated else exitcodes.OK
+        return exitcodes.FAILED if self.failures.count or truncated else exitcodes.OK
+
+
+def lanes_of(args, spec, target):
+    """(mode, lanes): threads for a plain function, coroutines for an async one."""
+    is_async = inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+    if is_async:
+        if args['--threads'] is not None:
+            raise UsageError(f"{spec} is an async function: give -c/--concurrency, "
+                             f"not -t/--threads")
+        return 'async', int_option(args, '--concurrency', 1) if args['--concurrency'] else 1
+    if args['--concurrency'] is not None:
+        raise UsageError(f"{spec} is not an async function: give -t/--threads, "
+                         f"not -c/--concurrency")
+    return 'threads', int_option(args, '--threads', 1) if args['--threads'] else 1
 
 
 def _serve(args):
     add_search_path(args['--path'])
     spec = args['MOD:FUNC']
-    out = parse_endpoint(args['--out'], '--out', bind_by_default=True)
-    if out.is_stdio:
-        refuse_terminal_output(PROG)
-        take_stdout()            # before the user's module can print at import
-    if not callable(import_target(spec)):    # fail here, once, rather than in every child
+    out = output_endpoint(args, PROG)
+    inputs = input_endpoints(args)
+    target = import_target(spec)
+    if not callable(target):    # fail here, once, rather than in every child
         raise UnknownFunction(f"cannot call {spec!r}: it is not a function")
+    mode, lanes = lanes_of(args, spec, target)
     processes = int_option(args, '--processes', 1)
-    threads = int_option(args, '--threads', 1)
     max_deliveries = int_option(args, '--max-deliveries', 1)
+    retries = int_option(args, '--retries', 0)
     producers = int_option(args, '--producers', 0)
-    inputs = [parse_endpoint(e, '--in', bind_by_default=False) for e in args['--in']]
     name = args['--name'] or split_spec(spec)[1][-1]
-    notch = Notch(name, spec, processes, threads, max_deliveries)
+    notch = Notch(name, spec, processes, lanes, max_deliveries, mode, retries,
+                  args['--keep-order'], Failures(name, args['--errors']))
     try:
         notch.open_output(out)
         notch.open_inputs(inputs, notch.window(), producers)

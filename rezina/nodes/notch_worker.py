@@ -8,15 +8,27 @@ socketpair, as a msgpack stream of records:
                       ['X', message]                              cannot start (then exits)
                       ['D', unit_no, ids, count, payload, failures, seconds]
 
-`failures` lists [seq, error type, message, traceback] of the items that raised or whose
-result cannot be encoded. While an item runs, its thread's slot in memory shared with the
-parent holds (unit_no + 1, index), so that if the child dies the parent knows which items
-were running, as opposed to only queued.
+A child has `lanes` lanes, each working through whole units, one item after another: in
+mode 'threads' a lane is a thread calling FUNC(item); in mode 'async' it is a task on the
+child's one event loop awaiting FUNC(item), an `async def` function or an async generator
+function (each value it yields is one output, with id SEQ.K, as for a generator).
+
+`failures` lists [seq, error type, message, traceback, item, attempts] of the items that
+raised or whose result cannot be encoded: item is the input item (None when it did not
+decode), attempts the calls made on it (0 when it did not decode, 1 for a result that
+cannot be encoded). With retries=N an item that raises is called up to N more times, after
+a backoff. While an item runs, its lane's two slots in memory shared with the parent hold
+(unit_no + 1, index), so that if the child dies the parent knows which items were running,
+as opposed to only queued. The child exits once the parent's end of file has come and the
+units it had are done.
 """
 
+import asyncio
 import ctypes
+import inspect
 import os
 import queue
+import random
 import signal
 import socket
 import threading
@@ -26,13 +38,17 @@ import types
 
 import msgpack
 
+from rezina import defaults
 from rezina.errors import RezinaError
 from rezina.pipe import codec, protocol
 from rezina.target import resolve_callable
 
+MODES = ('threads', 'async')
 PR_SET_PDEATHSIG = 1
 _GENERATOR = types.GeneratorType
-_HOLE = object()
+_ASYNC_GENERATOR = types.AsyncGeneratorType
+_HOLE = object()            # an item that did not decode
+_FAILED = object()          # an item whose calls all raised
 
 
 def die_with_parent():
@@ -44,25 +60,23 @@ def die_with_parent():
         pass
 
 
-def process_unit(func, unit_no, run, ids, count, payload, slot):
+def retry_delay(attempts):
+    """Seconds to wait before the next call of an item already called `attempts` times."""
+    ceiling = min(defaults.RETRY_MAX, defaults.RETRY_BASE * 2 ** (attempts - 1))
+    return random.uniform(0, ceiling)        # full jitter: retries of many items spread out
+
+
+def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0):
     """Call func on every item of a unit; return the 'D' record."""
     started = time.perf_counter()
-    seqs = range(ids, ids + count) if isinstance(ids, int) else ids
-    failures = []
-    try:
-        items, bad = codec.decode_items(payload)
-    except ValueError as exc:
-        items, bad = [], [(i, str(exc)) for i in range(count)]
-    out_seqs = None            # None while every output so far is its input's one result
-    if bad:
-        # keep the items' indexes: a failed one is a hole the loop steps over
-        holes = {i for i, _ in bad}
-        failures = [[seqs[i], 'DecodeError', reason, ''] for i, reason in bad]
-        kept = iter(items)
-        items = [_HOLE if i in holes else next(kept) for i in range(count)]
-        out_seqs = []
+    seqs, items, failures = _decode(ids, count, payload)
     outputs = []
     append = outputs.append
+    # None while every output so far is its input's one result; then the outputs' seqs,
+    # and in spans (first output, end, input index) of each fan-out
+    out_seqs = spans = None
+    if failures:
+        out_seqs, spans = [], []
     slot[0] = unit_no + 1
     for index, item in enumerate(items):
         slot[1] = index
@@ -71,58 +85,179 @@ def process_unit(func, unit_no, run, ids, count, payload, slot):
         try:
             result = func(item)
         except Exception as exc:
-            if out_seqs is None:
-                out_seqs = list(seqs[:index])
-            failures.append([seqs[index], type(exc).__name__, str(exc),
-                             traceback.format_exc()])
-            continue
+            result = _call_again(func, item, retries, exc, seqs[index], failures)
+            if result is _FAILED:
+                if out_seqs is None:
+                    out_seqs, spans = list(seqs[:index]), []
+                continue
         if result is None or type(result) is _GENERATOR:
             if out_seqs is None:
-                out_seqs = list(seqs[:index])
+                out_seqs, spans = list(seqs[:index]), []
             if result is not None:
-                _fan_out(result, seqs[index], outputs, out_seqs, failures)
+                _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans,
+                         failures)
             continue
         append(result)
         if out_seqs is not None:
             out_seqs.append(seqs[index])
     slot[0] = 0
-    out_payload, unencodable = codec.encode_items(outputs)
-    if unencodable:
-        if out_seqs is None:
-            out_seqs = list(seqs[:len(outputs)])
-        for i, reason in unencodable:
-            failures.append([out_seqs[i], 'ItemNotEncodable', reason, ''])
-        out_seqs = protocol.seqs_without(out_seqs, unencodable)
-    out_ids = ids if out_seqs is None else protocol.compact_ids(out_seqs)
-    out_count = len(outputs) - len(unencodable)
-    return ['D', unit_no, out_ids, out_count, out_payload, failures,
-            time.perf_counter() - started]
+    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started)
 
 
-def _fan_out(generator, seq, outputs, out_seqs, failures):
-    k = 0
+async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retries=0):
+    """Await func on every item of a unit, one after another; return the 'D' record."""
+    started = time.perf_counter()
+    seqs, items, failures = _decode(ids, count, payload)
+    outputs, out_seqs, spans = [], [], []
+    slot[0] = unit_no + 1
+    for index, item in enumerate(items):
+        slot[1] = index
+        if item is _HOLE:
+            continue
+        result = await _await_call(func, item, retries, seqs[index], failures)
+        if result is None or result is _FAILED:
+            continue
+        if type(result) is _ASYNC_GENERATOR:
+            await _fan_out_async(result, seqs[index], index, item, outputs, out_seqs,
+                                 spans, failures)
+        elif type(result) is _GENERATOR:
+            _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans, failures)
+        else:
+            outputs.append(result)
+            out_seqs.append(seqs[index])
+    slot[0] = 0
+    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started)
+
+
+def _decode(ids, count, payload):
+    """(seqs, items, failures) of a unit; an item that does not decode is a _HOLE."""
+    seqs = range(ids, ids + count) if isinstance(ids, int) else ids
+    try:
+        items, bad = codec.decode_items(payload)
+    except ValueError as exc:
+        items, bad = [], [(i, str(exc)) for i in range(count)]
+    if not bad:
+        return seqs, items, []
+    holes = {i for i, _ in bad}
+    kept = iter(items)
+    items = [_HOLE if i in holes else next(kept) for i in range(count)]
+    return seqs, items, [[seqs[i], 'DecodeError', reason, '', None, 0] for i, reason in bad]
+
+
+def _failure(seq, exc, item, attempts, note=''):
+    trace = ''.join(traceback.format_exception(exc))
+    return [seq, type(exc).__name__, f"{exc}{note}", trace, item, attempts]
+
+
+def _call_again(func, item, retries, exc, seq, failures):
+    """After a first call raised exc: func(item) once it succeeds within the retries, or
+    _FAILED with a failure entry added."""
+    attempts = 1
+    while attempts <= retries:
+        time.sleep(retry_delay(attempts))
+        attempts += 1
+        try:
+            return func(item)
+        except Exception as again:
+            exc = again
+    failures.append(_failure(seq, exc, item, attempts))
+    return _FAILED
+
+
+async def _await_call(func, item, retries, seq, failures):
+    """The awaited result of func(item), retried as _call_again does, or _FAILED."""
+    attempts = 1
+    while True:
+        try:
+            result = func(item)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception as exc:
+            if attempts > retries:
+                failures.append(_failure(seq, exc, item, attempts))
+                return _FAILED
+        await asyncio.sleep(retry_delay(attempts))
+        attempts += 1
+
+
+# A generator that raises part way is not called again: the results it gave before are
+# outputs already, and a second run would give them twice.
+
+def _fan_out(generator, seq, index, item, outputs, out_seqs, spans, failures):
+    first, k = len(outputs), 0
     try:
         for value in generator:
             outputs.append(value)
             out_seqs.append(f"{seq}.{k}")
             k += 1
     except Exception as exc:
-        failures.append([seq, type(exc).__name__, f"{exc} (after {k} results)",
-                         traceback.format_exc()])
+        failures.append(_failure(seq, exc, item, 1, f" (after {k} results)"))
+    spans.append((first, first + k, index))
+
+
+async def _fan_out_async(generator, seq, index, item, outputs, out_seqs, spans, failures):
+    first, k = len(outputs), 0
+    try:
+        async for value in generator:
+            outputs.append(value)
+            out_seqs.append(f"{seq}.{k}")
+            k += 1
+    except Exception as exc:
+        failures.append(_failure(seq, exc, item, 1, f" (after {k} results)"))
+    spans.append((first, first + k, index))
+
+
+def _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started):
+    """The 'D' record of a unit, its outputs encoded."""
+    out_payload, unencodable = codec.encode_items(outputs)
+    if unencodable:
+        if out_seqs is None:
+            out_seqs, spans = list(seqs[:len(outputs)]), []
+        index_of = {seq: index for index, seq in enumerate(seqs)}
+        for i, reason in unencodable:
+            source = next((index for first, end, index in spans if first <= i < end),
+                          None)
+            item = items[index_of[out_seqs[i]] if source is None else source]
+            failures.append([out_seqs[i], 'ItemNotEncodable', reason, '', item, 1])
+        out_seqs = protocol.seqs_without(out_seqs, unencodable)
+    out_ids = ids if out_seqs is None else protocol.compact_ids(out_seqs)
+    return ['D', unit_no, out_ids, len(outputs) - len(unencodable), out_payload, failures,
+            time.perf_counter() - started]
+
+
+def pack_record(record):
+    """A record's bytes; a failure's item or text that cannot be encoded is left out."""
+    try:
+        return codec.packb(record)
+    except (TypeError, ValueError, OverflowError):
+        if record[0] != 'D':
+            raise
+    # the function changed an input item in place, or a message holds a lone surrogate
+    for failure in record[5]:
+        for field in (1, 2, 3):
+            failure[field] = failure[field].encode('utf-8', 'backslashreplace').decode()
+        try:
+            codec.packb(failure[4])
+        except (TypeError, ValueError, OverflowError):
+            failure[4] = None
+    return codec.packb(record)
 
 
 class Worker:
-    """The loop of one child: read units, run them, send results."""
+    """The loop of one child: read units, run them in its lanes, send results."""
 
-    def __init__(self, sock, spec, threads, slots):
+    def __init__(self, sock, spec, lanes, slots, mode='threads', retries=0):
         self.sock = sock
         self.spec = spec
-        self.threads = threads
+        self.lanes = lanes
         self.slots = slots
+        self.mode = mode
+        self.retries = retries
         self.send_lock = threading.Lock()
 
     def send(self, record):
-        data = msgpack.packb(record, use_bin_type=True)
+        data = pack_record(record)
         with self.send_lock:
             self.sock.sendall(data)
 
@@ -137,20 +272,31 @@ class Worker:
                 yield record
 
     def serve(self):
+        if self.mode not in MODES:
+            self.send(['X', f"unknown worker mode {self.mode!r}"])
+            return
         try:
             func = resolve_callable(self.spec)
         except RezinaError as exc:
             self.send(['X', str(exc)])
             return
         self.send(['R'])
-        if self.threads == 1:
+        if self.mode == 'async':
+            asyncio.run(self._serve_async(func))
+        elif self.lanes == 1:
             slot = self.slots[0:2]
             for _, unit_no, run, ids, count, payload in self.units():
-                self.send(process_unit(func, unit_no, run, ids, count, payload, slot))
-            return
+                self.send(process_unit(func, unit_no, run, ids, count, payload, slot,
+                                       self.retries))
+        else:
+            self._serve_threads(func)
+
+    # mode 'threads'
+
+    def _serve_threads(self, func):
         work = queue.SimpleQueue()
         pool = [threading.Thread(target=self._thread, args=(func, work, t), daemon=True)
-                for t in range(self.threads)]
+                for t in range(self.lanes)]
         for thread in pool:
             thread.start()
         for record in self.units():
@@ -167,10 +313,44 @@ class Worker:
             if record is None:
                 return
             _, unit_no, run, ids, count, payload = record
-            self.send(process_unit(func, unit_no, run, ids, count, payload, slot))
+            self.send(process_unit(func, unit_no, run, ids, count, payload, slot,
+                                   self.retries))
+
+    # mode 'async': one event loop in the main thread reads the socket (loop.sock_recv,
+    # which waits with add_reader), runs the lanes and writes (loop.sock_sendall)
+
+    async def _serve_async(self, func):
+        self.sock.setblocking(False)
+        work = asyncio.Queue()          # the parent holds it to lanes + 1 units
+        write_lock = asyncio.Lock()     # one record's bytes at a time on the socket
+        tasks = [asyncio.create_task(self._read(work))]
+        tasks += [asyncio.create_task(self._lane(func, work, t, write_lock))
+                  for t in range(self.lanes)]
+        await asyncio.gather(*tasks)
+
+    async def _read(self, work):
+        loop = asyncio.get_running_loop()
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+        while data := await loop.sock_recv(self.sock, 1 << 20):
+            unpacker.feed(data)
+            for record in unpacker:
+                work.put_nowait(record)
+        for _ in range(self.lanes):     # after the queued units: end of work for each lane
+            work.put_nowait(None)
+
+    async def _lane(self, func, work, t, write_lock):
+        loop = asyncio.get_running_loop()
+        slot = self.slots[2 * t:2 * t + 2]
+        while (record := await work.get()) is not None:
+            _, unit_no, run, ids, count, payload = record
+            done = await process_unit_async(func, unit_no, run, ids, count, payload, slot,
+                                            self.retries)
+            data = pack_record(done)
+            async with write_lock:
+                await loop.sock_sendall(self.sock, data)
 
 
-def child_main(sock, spec, threads, slots, close_fds):
+def child_main(sock, spec, lanes, slots, close_fds, mode='threads', retries=0):
     """Entry point of a freshly forked child; never returns."""
     status = 0
     try:
@@ -189,7 +369,7 @@ def child_main(sock, spec, threads, slots, close_fds):
         os.dup2(2, 1)                  # a print() in user code goes to stderr
         os.close(devnull)
         sock.setblocking(True)
-        Worker(sock, spec, threads, slots).serve()
+        Worker(sock, spec, lanes, slots, mode, retries).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass
     except BaseException:

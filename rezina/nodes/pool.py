@@ -17,7 +17,7 @@ import zmq
 
 from rezina.errors import RezinaError
 from rezina.nodes import notch_worker
-from rezina.pipe import protocol, slicing
+from rezina.pipe import codec, protocol, slicing
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Unit:
     """Items of one input batch given to one child at a time."""
 
     __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'child', 'bounds',
-                 'base')
+                 'base', 'order')
 
     def __init__(self, no, batch, ids, count, payload):
         self.no = no
@@ -40,6 +40,7 @@ class Unit:
         self.child = None
         self.bounds = None        # item offsets in payload, once a unit has been cut
         self.base = 0             # index in bounds of this unit's first item
+        self.order = None         # its place in the input, set when first assigned
 
     def cut(self, count, no):
         """A new unit of this unit's first count items; this unit keeps the rest."""
@@ -79,9 +80,9 @@ class Unit:
 class Child:
     """One forked worker process and the parent's end of its socketpair."""
 
-    def __init__(self, index, threads):
+    def __init__(self, index, lanes):
         self.index = index
-        self.threads = threads
+        self.lanes = lanes
         self.pid = None
         self.sock = None
         self.fd = None
@@ -90,27 +91,31 @@ class Child:
         self.items = 0
         self.out = bytearray()
         self.unpacker = None
-        self.shared = mmap.mmap(-1, 16 * threads)      # MAP_SHARED | MAP_ANONYMOUS
+        self.shared = mmap.mmap(-1, 16 * lanes)      # MAP_SHARED | MAP_ANONYMOUS
         self.slots = memoryview(self.shared).cast('q')
 
 
 class Pool:
-    """P children of T threads each, fed from one queue of units."""
+    """P children of L lanes each (threads, or coroutines for an async function), fed from
+    one queue of units."""
 
-    def __init__(self, spec, processes, threads, max_deliveries, name, on_result,
-                 on_quarantine, loop):
+    def __init__(self, spec, processes, lanes, max_deliveries, name, on_result,
+                 on_quarantine, loop, mode='threads', retries=0):
         self.spec = spec
-        self.threads = threads
+        self.lanes = lanes
+        self.mode = mode
+        self.retries = retries
         self.max_deliveries = max_deliveries
         self.name = name
         self.on_result = on_result          # (unit, ids, count, payload, failures, seconds)
-        self.on_quarantine = on_quarantine  # (unit, seq, why)
+        self.on_quarantine = on_quarantine  # (unit, seq, item, why, deaths)
         self.loop = loop
-        self.children = [Child(i, threads) for i in range(processes)]
+        self.children = [Child(i, lanes) for i in range(processes)]
         self.queue = deque()
         self.queued_items = 0
         self.assigned_items = 0
         self.next_unit = 0
+        self.next_order = 0
         self.unit_size = 1
         self.per_item = None        # seconds, a moving average
         self.redelivered = 0
@@ -127,25 +132,25 @@ class Pool:
         parent_end, child_end = notch_worker.make_socketpair()
         others = [c.fd for c in self.children if c.fd is not None and c is not child]
         close_fds = [parent_end.fileno(), *others, *self.private_fds]
-        child.slots[:] = memoryview(bytes(16 * child.threads)).cast('q')
+        child.slots[:] = memoryview(bytes(16 * child.lanes)).cast('q')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             pid = os.fork()
         if pid == 0:
-            notch_worker.child_main(child_end, self.spec, child.threads, child.slots,
-                                    close_fds)
+            notch_worker.child_main(child_end, self.spec, child.lanes, child.slots,
+                                    close_fds, self.mode, self.retries)
         child_end.close()
         parent_end.setblocking(False)
         child.pid, child.sock, child.fd = pid, parent_end, parent_end.fileno()
         child.ready = False
         child.out = bytearray()
-        child.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+        child.unpacker = codec.stream_unpacker()
         self.loop.watch(child.fd, lambda fd, events, c=child: self._ready(c, events))
         log.debug("%s: worker %d started (pid %d)", self.name, child.index, pid)
 
     def capacity(self, child):
-        """Units a child may hold: one per thread and one more waiting."""
-        return child.threads + 1
+        """Units a child may hold: one per lane and one more waiting."""
+        return child.lanes + 1
 
     # feeding
 
@@ -174,6 +179,9 @@ class Pool:
             else:
                 self.queue.popleft()
                 unit.settle()
+            if unit.order is None:
+                unit.order = self.next_order
+                self.next_order += 1
             self.queued_items -= unit.count
             self.assigned_items += unit.count
             unit.child = child
@@ -280,7 +288,7 @@ class Pool:
         """unit no -> indexes of the items the dead child's threads were running."""
         running = {}
         slots = child.slots
-        for t in range(child.threads):
+        for t in range(child.lanes):
             unit_plus_one, index = slots[2 * t], slots[2 * t + 1]
             if unit_plus_one:
                 running.setdefault(unit_plus_one - 1, set()).add(index)
@@ -289,8 +297,13 @@ class Pool:
     def _quarantine(self, unit, index, how):
         seq = unit.seq(index)
         deaths = unit.deaths[index]
-        self.on_quarantine(unit, seq, f"its worker died running it {deaths} "
-                                      f"time{'s' if deaths > 1 else ''} (the last {how})")
+        unit.settle()
+        try:
+            item = codec.decode_items(unit.payload)[0][index]
+        except (ValueError, IndexError):
+            item = None
+        self.on_quarantine(unit, seq, item, f"its worker died running it {deaths} "
+                           f"time{'s' if deaths > 1 else ''} (the last {how})", deaths)
         unit.payload = slicing.without_items(unit.payload, [index])
         if isinstance(unit.ids, int):
             seqs = list(range(unit.ids, unit.ids + unit.count))

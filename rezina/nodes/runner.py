@@ -1,7 +1,15 @@
-"""The hydrant's runner thread: fires runs on schedule and pulls items from the user's
-iterable, only as far as the main thread has given permits (downstream credit)."""
+"""The hydrant's threads: a scheduler that posts ticks, and pullers that pull the items of
+a run from the user's iterable (sync or async), only as far as the main thread has given
+permits (downstream credit).
 
+The main thread decides what a tick does (see overlap.py) and gives runs to pullers; each
+puller hands its items over in a deque of its own, with RunMarks between runs.
+"""
+
+import asyncio
+import inspect
 import logging
+import queue
 import threading
 import time
 import traceback
@@ -11,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class RunMark:
-    """A run's start or end, in the stream of items handed to the main thread."""
+    """A run's start or end, in the stream of items a puller hands to the main thread."""
 
     __slots__ = ('run', 'end', 'error')
 
@@ -49,27 +57,34 @@ class Run:
 
 
 class Permits:
-    """How many more items the runner may pull; given by the main thread."""
+    """How many more items the pullers may pull; given by the main thread and shared
+    fairly between the pullers that are in a run."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._available = 0
+        self.active = 0          # pullers in a run
         self.closed = False
 
     def give(self, count):
         with self._cond:
             self._available += count
-            self._cond.notify()
+            self._cond.notify_all()
 
     def take(self):
-        """All permits available, waiting for at least one; 0 once closed."""
+        """A share of the permits available, waiting for at least one; 0 once closed."""
         with self._cond:
             while not self._available and not self.closed:
                 self._cond.wait()
             if self.closed:
                 return 0
-            count, self._available = self._available, 0
-            return count
+            share = -(-self._available // max(1, self.active))
+            self._available -= share
+            return share
+
+    def enter(self, delta):
+        with self._cond:
+            self.active += delta
 
     def close(self):
         with self._cond:
@@ -77,31 +92,58 @@ class Permits:
             self._cond.notify_all()
 
 
-class Runner(threading.Thread):
-    """Calls the source function on every tick and hands its items to the main thread."""
+class Scheduler(threading.Thread):
+    """Posts each tick of the schedule to the main thread, then None when there are no
+    more. It never runs the user's function, so it sees every tick on time."""
 
-    def __init__(self, func, args, kwargs, schedule, name_run, wake, overlap_busy):
-        super().__init__(name='rz-runner', daemon=True)
+    def __init__(self, schedule, post):
+        super().__init__(name='rz-scheduler', daemon=True)
+        self.schedule = schedule
+        self.post = post
+        self.stop = threading.Event()
+        self.crashed = None
+
+    def run(self):
+        try:
+            for tick in self.schedule.ticks(self.stop):
+                self.post(tick)
+        except Exception as exc:         # a bug of ours: the node must not end as if done
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            log.debug("the scheduler crashed:\n%s", traceback.format_exc())
+        finally:
+            self.post(None)
+
+
+class Puller(threading.Thread):
+    """Pulls the items of the runs it is given, one run at a time."""
+
+    def __init__(self, func, args, kwargs, permits, wake):
+        super().__init__(name='rz-puller', daemon=True)
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.schedule = schedule
-        self.name_run = name_run          # Tick -> Run
+        self.permits = permits
         self.wake = wake                  # wakes the main thread
-        self.busy = overlap_busy          # () -> True while an earlier run is in flight
+        self.runs = queue.SimpleQueue()
         self.handoff = deque()
-        self.permits = Permits()
-        self.stop = threading.Event()
         self.bulk = False             # a Chunk is waiting in the handoff
         self.specials = 0             # Chunks and RunMarks handed over so far
         self.woken = False
-        self.skipped = 0
-        self.crashed = None
-        self.name = ''
+        self.busy = False             # given a run it has not finished pulling
+        # read and written by the main thread only
+        self.current = None
+        self.specials_seen = 0
+
+    def give(self, run):
+        self.busy = True
+        self.runs.put(run)
+
+    def finish(self):
+        self.runs.put(None)
 
     def _hand(self, thing):
-        """Hand over a Chunk, RunMark or None (the end): counted first, then appended,
-        so that the main thread never takes one for an item (see Hydrant._drain)."""
+        """Hand over a Chunk or RunMark: counted first, then appended, so that the main
+        thread never takes one for an item (see Hydrant._drain)."""
         self.specials += 1
         self.handoff.append(thing)
         if not self.woken:
@@ -109,24 +151,32 @@ class Runner(threading.Thread):
             self.wake()
 
     def run(self):
-        try:
-            self._run_ticks()
-        except Exception as exc:         # a bug of ours: the node must not end as if done
-            self.crashed = f"{type(exc).__name__}: {exc}"
-            log.debug("the runner crashed:\n%s", traceback.format_exc())
-        finally:
-            self._hand(None)     # the runner is done
+        while True:
+            run = self.runs.get()
+            if run is None:
+                return
+            self.permits.enter(1)
+            try:
+                self._pull(run)
+            finally:
+                self.permits.enter(-1)
 
-    def _run_ticks(self):
-        for tick in self.schedule.ticks(self.stop):
-            if self.busy():
-                self.skipped += 1
-                log.warning("%s: tick %s skipped: the previous run is still in flight",
-                            self.name, tick.label)
-                continue
-            self._fire(self.name_run(tick))
-            if self.permits.closed:
-                break
+    def _pull(self, run):
+        self._hand(RunMark(run))
+        error = None
+        try:
+            source = self.func(*self.args, **self.kwargs)
+            if inspect.iscoroutine(source):          # async def returning an iterable
+                source = asyncio.run(source)
+            if inspect.isasyncgen(source):
+                asyncio.run(self._pull_async(source))
+            else:
+                self._pull_sync(source)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.debug("run %s raised:\n%s", run.id, traceback.format_exc())
+        self.busy = False       # before the end mark: the main thread may give another run
+        self._hand(RunMark(run, end=True, error=error))
 
     def _hand_sequence(self, sequence):
         """Hand a sequence over in slices as large as the permits: it cannot block."""
@@ -142,36 +192,54 @@ class Runner(threading.Thread):
             if budget > len(chunk):
                 self.permits.give(budget - len(chunk))
 
-    def _fire(self, run):
-        self._hand(RunMark(run))
-        error = None
+    def _pull_sync(self, iterable):
+        if iterable is None:
+            return
+        if type(iterable) in (list, tuple, range):
+            self._hand_sequence(iterable)
+            return
+        iterator = iter(iterable)
+        hand = self.handoff.append
         budget = 0
         try:
-            iterable = self.func(*self.args, **self.kwargs)
-            if iterable is None:
-                iterable = ()
-            if type(iterable) in (list, tuple, range):
-                self._hand_sequence(iterable)
-                iterable = ()
-            iterator = iter(iterable)
-            hand = self.handoff.append
             while True:
                 if not budget:
                     budget = self.permits.take()
                     if not budget:
-                        break
+                        return
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    break
+                    return
                 budget -= 1
                 hand(item)
                 if not self.woken:
                     self.woken = True
                     self.wake()
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.debug("run %s raised:\n%s", run.id, traceback.format_exc())
-        if budget:
-            self.permits.give(budget)    # unused: the next run may pull them
-        self._hand(RunMark(run, end=True, error=error))
+        finally:
+            if budget:
+                self.permits.give(budget)    # unused: another run may pull them
+
+    async def _pull_async(self, generator):
+        """The same for an async generator; waiting for permits does not stop its loop."""
+        hand = self.handoff.append
+        budget = 0
+        try:
+            while True:
+                if not budget:
+                    budget = await asyncio.to_thread(self.permits.take)
+                    if not budget:
+                        return
+                try:
+                    item = await generator.__anext__()
+                except StopAsyncIteration:
+                    return
+                budget -= 1
+                hand(item)
+                if not self.woken:
+                    self.woken = True
+                    self.wake()
+        finally:
+            if budget:
+                self.permits.give(budget)
+            await generator.aclose()

@@ -37,6 +37,12 @@ def unpackb(data):
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
 
 
+def stream_unpacker():
+    """An Unpacker for a stream of values encoded by packb (records that hold items)."""
+    return msgpack.Unpacker(ext_hook=_ext_hook, raw=False, strict_map_key=False,
+                            max_buffer_size=0)
+
+
 def array_header(count):
     return msgpack.Packer().pack_array_header(count)
 

@@ -18,6 +18,8 @@ class Endpoint:
 
     address: str      # '-' for stdin/stdout
     bind: bool = False
+    fmt: str = 'msgpack'      # on stdin/stdout: msgpack (rz records), json or lines
+    ids: bool = False         # json output: each item wrapped as {"id": ..., "item": ...}
 
     @property
     def is_stdio(self):

@@ -1,0 +1,62 @@
+"""User functions for the tests of the stage options: schedules, async, order, retries."""
+
+import asyncio
+import random
+import time
+
+
+def slow_run(seconds, items=3):
+    """A source whose every run takes `seconds`, so that runs overrun a short interval."""
+    for i in range(items):
+        time.sleep(seconds / items)
+        yield i
+
+
+def tick_source():
+    """One item per run: the time it ran."""
+    return [time.time()]
+
+
+async def async_numbers(n):
+    """An async generator source."""
+    for i in range(n):
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+        yield i
+
+
+async def async_list(n):
+    """An async def source that returns a list."""
+    await asyncio.sleep(0)
+    return list(range(n))
+
+
+async def sleep_a_tenth(item):
+    await asyncio.sleep(0.1)
+    return item
+
+
+async def async_double(item):
+    await asyncio.sleep(0.001)
+    return 2 * item
+
+
+def jittery(item):
+    """Takes 0 to 2 ms, at random, so that results come back out of order."""
+    time.sleep(random.random() * 0.002)
+    return item
+
+
+def poison_13(item):
+    """Fails for item 13 on every call."""
+    if item == 13:
+        raise ValueError(f"13 is poison (item {item})")
+    return item
+
+
+def shout(line):
+    return line.upper()
+
+
+def plus_one(item):
+    return item + 1

@@ -1,0 +1,215 @@
+"""The stage options of issue 3, each in a shell pipe and over ZeroMQ endpoints: async
+functions, --keep-order, --retries and --errors, --format/--ids and --in-format."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import stderr_of
+from test_edges import free_port
+
+TRANSPORTS = ['pipe', 'tcp']
+
+
+def run_chain(procs, transport, hydrant, notch, bocca, timeout=90, stdin=None):
+    """Run hydrant | notch | bocca (any may be None to leave it out) over the transport;
+    return (exit codes, stdout of the last stage, stderr texts)."""
+    stages = [s for s in (hydrant, notch, bocca) if s is not None]
+    if transport == 'pipe':
+        kwargs = {'stdin': stdin} if stdin is not None else {}
+        chain = procs.pipeline(*stages, **kwargs)
+    else:
+        ports = [free_port() for _ in stages[1:]]
+        chain = []
+        for index, args in enumerate(stages):
+            args = list(args)
+            if index < len(stages) - 1:
+                args[1:1] = ['--out', f'tcp://127.0.0.1:{ports[index]}']
+            if index > 0:
+                args[1:1] = ['--in', f'tcp://127.0.0.1:{ports[index - 1]}']
+            last = index == len(stages) - 1
+            chain.append(procs.start(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if last else subprocess.DEVNULL))
+    out, _ = chain[-1].communicate(timeout=timeout)
+    for proc in chain[:-1]:
+        proc.wait(timeout=timeout)
+    return [p.returncode for p in chain], out, [stderr_of(p) for p in chain]
+
+
+def json_lines(out):
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+# async
+
+
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_async_generator_and_async_function_sources(procs, transport):
+    for source in ('fixtures_options:async_numbers', 'fixtures_options:async_list'):
+        codes, out, errs = run_chain(procs, transport, ['rz-hydrant', source, '500'],
+                                     ['rz-notch', '-c', '8', 'fixtures_options:async_double'],
+                                     ['rz-bocca'])
+        assert codes == [0, 0, 0], errs
+        assert sorted(json_lines(out)) == [2 * i for i in range(500)]
+
+
+def test_async_notch_runs_c_coroutines_at_once(procs):
+    """2,000 items of a 0.1 s await with -c 200: ideal 1 s; one at a time would take
+    200 s. The bound leaves room for a loaded machine and still proves concurrency."""
+    codes, out, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', 'fixtures_funcs:numbers', '2000'],
+        ['rz-notch', '-c', '200', 'fixtures_options:sleep_a_tenth'], ['rz-bocca', 'null'])
+    assert codes == [0, 0, 0], errs
+    summary = [line for line in errs[1].splitlines() if 'items in' in line][-1]
+    seconds = float(summary.rsplit(' in ', 1)[1].split()[0])
+    assert '2000 items in, 2000 out, 0 failed' in summary
+    assert seconds < 6.0, summary
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['-t', '4', 'fixtures_options:sleep_a_tenth'], 'give -c/--concurrency'),
+    (['-c', '4', 'fixtures_funcs:double'], 'give -t/--threads'),
+])
+def test_the_wrong_kind_of_concurrency_is_a_usage_error(procs, argv, says):
+    proc = procs.start(['rz-notch', *argv], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert says in stderr_of(proc)
+    assert len(stderr_of(proc).strip().splitlines()) == 1
+
+
+# order
+
+
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_keep_order_under_many_processes_and_threads(procs, transport):
+    codes, out, errs = run_chain(
+        procs, transport, ['rz-hydrant', 'fixtures_funcs:numbers', '3000'],
+        ['rz-notch', '-p', '4', '-t', '4', '--keep-order', 'fixtures_options:jittery'],
+        ['rz-bocca'])
+    assert codes == [0, 0, 0], errs
+    assert json_lines(out) == list(range(3000))
+
+
+def test_without_keep_order_the_jitter_reorders(procs):
+    """The control for the test above: the delays really do reorder results."""
+    codes, out, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', 'fixtures_funcs:numbers', '3000'],
+        ['rz-notch', '-p', '4', '-t', '4', 'fixtures_options:jittery'], ['rz-bocca'])
+    assert codes == [0, 0, 0], errs
+    items = json_lines(out)
+    assert sorted(items) == list(range(3000)) and items != list(range(3000))
+
+
+# failures
+
+
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_poison_item_is_retried_then_written_to_the_error_sink(procs, tmp_path, transport):
+    errors = tmp_path / 'errors.jsonl'
+    codes, out, errs = run_chain(
+        procs, transport, ['rz-hydrant', '--name', 'src', 'fixtures_funcs:numbers', '40'],
+        ['rz-notch', '-p', '2', '--retries', '2', '--errors', f'jsonl:{errors}',
+         'fixtures_options:poison_13'], ['rz-bocca'])
+    assert codes == [0, 1, 0], errs
+    assert sorted(json_lines(out)) == [i for i in range(40) if i != 13]
+    records = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert len(records) == 1
+    record = records[0]
+    assert record['id'].startswith('src/') and record['id'].endswith(':13')
+    assert record['item'] == 13
+    assert record['error'] == 'ValueError'
+    assert record['message'] == '13 is poison (item 13)'
+    assert 'Traceback' in record['traceback'] and 'poison_13' in record['traceback']
+    assert record['attempts'] == 3
+    assert record['node'].startswith('poison_13@')
+    assert '1 failed' in errs[1]
+
+
+def test_without_an_error_sink_each_failure_is_one_line_on_stderr(procs):
+    codes, out, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', 'fixtures_funcs:numbers', '30'],
+        ['rz-notch', 'fixtures_funcs:fail_on_multiples_of_five'], ['rz-bocca'])
+    assert codes == [0, 1, 0]
+    failures = [line for line in errs[1].splitlines() if ' failed: ' in line]
+    assert len(failures) == 6
+    assert all('ValueError' in line for line in failures)
+
+
+def test_errors_to_stdout_is_refused(procs):
+    proc = procs.start(['rz-notch', '--errors', 'stdout', 'fixtures_funcs:double'],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert '--errors stdout' in stderr_of(proc)
+
+
+# text in and out
+
+
+def test_lines_in_json_out_for_other_unix_tools(procs, tmp_path):
+    cities = tmp_path / 'cities.txt'
+    cities.write_text('Ljubljana\nMaribor\r\nKoper')
+    with open(cities, 'rb') as stdin:
+        codes, out, errs = run_chain(
+            procs, 'pipe', None,
+            ['rz-notch', '--in-format', 'lines', 'fixtures_options:shout'], ['rz-bocca'],
+            stdin=stdin)
+    assert codes == [0, 0], errs
+    assert json_lines(out) == ['LJUBLJANA', 'MARIBOR', 'KOPER']
+
+
+def test_malformed_json_lines_fail_alone_by_line_number(procs, tmp_path):
+    lines = tmp_path / 'in.jsonl'
+    lines.write_text('1\n2\n{oops\n4\n\n"five"\n[7\n8\n')
+    with open(lines, 'rb') as stdin:
+        codes, out, errs = run_chain(
+            procs, 'pipe', None,
+            ['rz-notch', '--in-format', 'json', '--format', 'json', '--ids',
+             'fixtures_options:plus_one'], None, stdin=stdin)
+    assert codes == [1], errs
+    records = json_lines(out)
+    assert [r['item'] for r in records] == [2, 3, 5, 9]
+    assert [r['id'].rsplit(':', 1)[1] for r in records] == ['1', '2', '4', '8']
+    assert records[0]['id'].startswith('stdin/')
+    err = errs[0]
+    assert 'line 3' in err and 'line 7' in err
+    assert ':6 failed: TypeError' in err        # "five" + 1 fails in the function
+
+
+def test_format_json_from_the_hydrant_and_ids(procs):
+    proc = procs.start(['rz-hydrant', '--name', 'n', '--run-id', 'r', '--format', 'json',
+                        '--ids', 'fixtures_funcs:numbers', '3'],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert json_lines(out) == [{'id': f'n/r:{i}', 'item': i} for i in range(3)]
+
+
+def test_bocca_reads_json_lines(procs, tmp_path):
+    lines = tmp_path / 'in.jsonl'
+    lines.write_text('{"a": 1}\n{"a": 2}\nnope\n')
+    with open(lines, 'rb') as stdin:
+        codes, out, errs = run_chain(procs, 'pipe', None, None,
+                                     ['rz-bocca', '--in-format', 'json'], stdin=stdin)
+    assert codes == [1]
+    assert json_lines(out) == [{'a': 1}, {'a': 2}]
+    assert 'line 3' in errs[0]
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['rz-hydrant', '--format', 'json', '--out', 'tcp://127.0.0.1:1', 'fixtures_funcs:numbers',
+      '1'], '--format json is for stdout'),
+    (['rz-hydrant', '--ids', 'fixtures_funcs:numbers', '1'], '--ids wraps JSON lines'),
+    (['rz-notch', '--in-format', 'json', '--in', 'tcp://127.0.0.1:1', 'fixtures_funcs:double'],
+     '--in-format json is for stdin'),
+    (['rz-notch', '--format', 'yaml', 'fixtures_funcs:double'], "--format 'yaml'"),
+    (['rz-bocca', '--in-format', 'csv'], "--in-format 'csv'"),
+])
+def test_format_options_in_the_wrong_place_are_usage_errors(procs, argv, says):
+    proc = procs.start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 2, stderr_of(proc)
+    assert says in stderr_of(proc)
