@@ -100,7 +100,7 @@ class Notch(Node):
             self._settle(batch)
 
     def step(self):
-        if not isinstance(self.input, Inbox):       # a pipe's window is the load check
+        if isinstance(self.input, Inbox):       # a pipe's window is the load check
             self.input.window = self.window()
         self.pool.assign()
         return None
