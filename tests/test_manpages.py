@@ -1,16 +1,19 @@
 """The man pages: each command's SYNOPSIS is its usage, its OPTIONS are those of its usage
-with the same defaults, its exit statuses are rezina.exitcodes, and groff reads every page
-without a warning."""
+with the same defaults, its exit statuses are rezina.exitcodes, groff reads every page
+without a warning, and an installed rezina has them in share/man."""
 
 import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 
 import pytest
 
 from conftest import TESTS, finish
 
+import rezina
 from rezina import exitcodes
 
 MAN = os.path.join(os.path.dirname(TESTS), 'man')
@@ -168,3 +171,15 @@ def test_groff_reads_the_page_without_a_warning(page):
                             capture_output=True, text=True, timeout=60)
     assert result.stderr == '', result.stderr
     assert (result.returncode, result.stdout) == (0, '')
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_pages_are_installed_into_share_man_with_the_package(page):
+    package = os.path.dirname(os.path.realpath(rezina.__file__))
+    site_packages = {os.path.realpath(sysconfig.get_path(name)) for name in ('purelib', 'platlib')}
+    if os.path.dirname(package) not in site_packages:
+        pytest.skip(f"rezina is imported from {package}, not from site-packages (an editable "
+                    f"install or the source tree), so its man pages are not installed")
+    section = 'man' + page.rpartition('.')[2]
+    path = os.path.join(sys.prefix, 'share', 'man', section, page)
+    assert os.path.isfile(path), f"{page} is not installed: no {path}"

@@ -93,6 +93,17 @@ def test_keep_order_under_many_processes_and_threads(procs, transport):
     assert json_lines(out) == list(range(3000))
 
 
+def test_keep_order_survives_a_worker_that_dies(procs):
+    """Units given back by a dead worker keep their place: the order holds around the
+    quarantined item."""
+    codes, out, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', 'fixtures_funcs:numbers', '2000'],
+        ['rz-notch', '-p', '2', '-t', '3', '--keep-order', 'fixtures_funcs:die_on_poison'],
+        ['rz-bocca'])
+    assert codes == [0, 1, 0], errs
+    assert json_lines(out) == [i for i in range(2000) if i != 13]
+
+
 def test_without_keep_order_the_jitter_reorders(procs):
     """The control for the test above: the delays really do reorder results."""
     codes, out, errs = run_chain(
@@ -213,3 +224,30 @@ def test_format_options_in_the_wrong_place_are_usage_errors(procs, argv, says):
     proc.communicate(timeout=30)
     assert proc.returncode == 2, stderr_of(proc)
     assert says in stderr_of(proc)
+
+
+def test_hydrant_and_bocca_send_their_failed_items_to_the_error_sink(procs, tmp_path):
+    """The hydrant's unsendable items and the sink's unwritable item are records too."""
+    hydrant_errors, bocca_errors = tmp_path / 'h.jsonl', tmp_path / 'b.jsonl'
+    codes, _, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', '--name', 'odd', '--run-id', 'r', '--errors',
+                        f'jsonl:{hydrant_errors}', 'fixtures_funcs:awkward_items'],
+        None, ['rz-bocca', 'null'])
+    assert codes == [1, 1], errs           # the bocca cannot decode the tuple key: odd/r:7
+    records = [json.loads(line) for line in hydrant_errors.read_text().splitlines()]
+    assert [r['id'] for r in records] == ['odd/r:4', 'odd/r:5', 'odd/r:8']
+    assert all(r['error'] == 'ItemNotEncodable' and r['node'].startswith('odd@')
+               for r in records)
+    assert "'too big'" in records[0]['item']              # its repr: it cannot be encoded
+
+    out = tmp_path / 'stored.txt'
+    codes, _, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', '--name', 'n', '--run-id', 'r', 'fixtures_funcs:numbers',
+                        '6'], None,
+        ['rz-bocca', '--errors', f'jsonl:{bocca_errors}', '--args', json.dumps([str(out)]),
+         'fixtures_backends:FailOnThree'])
+    assert codes == [0, 1], errs
+    assert out.read_text().split() == ['0', '1', '2', '4', '5']
+    record, = [json.loads(line) for line in bocca_errors.read_text().splitlines()]
+    assert (record['id'], record['item'], record['error']) == ('n/r:3', 3, 'SinkError')
+    assert 'three is not welcome' in record['message']

@@ -9,6 +9,7 @@ SINK is one of:
   stdout                    JSON lines on stdout (the default)
   null                      discard (for measuring)
   jsonl:PATH                append JSON lines to PATH
+  csv:PATH                  append rows to PATH, the header from the first item's keys
   sqlite:PATH[?table=NAME]  rows in SQLite, stored once per item id (table 'items')
   MOD:CLASS                 a rezina.backends.StorageBackend subclass, built as
                             CLASS(logger, *ARGS, **KWARGS)

@@ -18,7 +18,6 @@ import threading
 import time
 from collections import Counter
 
-from rezina.backends import open_sink
 from rezina.errors import SinkError, UsageError
 
 log = logging.getLogger(__name__)
@@ -182,6 +181,7 @@ def _open(spec, mode):
         raise UsageError("--errors stdout: stdout carries the stream; "
                          "expected null, jsonl:PATH, sqlite:PATH, csv:PATH or MODULE:CLASS")
     try:
+        from rezina.backends import open_sink    # only with --errors: the import costs
         sink = open_sink(spec, mode=mode)
         sink.open()
     except (UsageError, SinkError) as exc:

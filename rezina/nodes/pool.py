@@ -174,7 +174,8 @@ class Pool:
                 return
             child = min(room, key=lambda c: len(c.units))
             unit = self.queue[0]
-            if unit.count > self.unit_size:
+            # a unit given back by a dead child goes whole: it keeps its place in the order
+            if unit.count > self.unit_size and unit.order is None:
                 unit = unit.cut(self.unit_size, self._unit_no())
             else:
                 self.queue.popleft()

@@ -6,7 +6,6 @@ The main thread decides what a tick does (see overlap.py) and gives runs to pull
 puller hands its items over in a deque of its own, with RunMarks between runs.
 """
 
-import asyncio
 import inspect
 import logging
 import queue
@@ -166,6 +165,8 @@ class Puller(threading.Thread):
         error = None
         try:
             source = self.func(*self.args, **self.kwargs)
+            if inspect.iscoroutine(source) or inspect.isasyncgen(source):
+                import asyncio          # only for async sources: the import costs 15 ms
             if inspect.iscoroutine(source):          # async def returning an iterable
                 source = asyncio.run(source)
             if inspect.isasyncgen(source):
@@ -222,12 +223,13 @@ class Puller(threading.Thread):
 
     async def _pull_async(self, generator):
         """The same for an async generator; waiting for permits does not stop its loop."""
+        from asyncio import to_thread
         hand = self.handoff.append
         budget = 0
         try:
             while True:
                 if not budget:
-                    budget = await asyncio.to_thread(self.permits.take)
+                    budget = await to_thread(self.permits.take)
                     if not budget:
                         return
                 try:
