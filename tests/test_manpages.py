@@ -2,6 +2,8 @@
 with the same defaults, its exit statuses are rezina.exitcodes, groff reads every page
 without a warning, and an installed rezina has them in share/man."""
 
+import glob
+import json
 import os
 import re
 import shutil
@@ -13,7 +15,6 @@ import pytest
 
 from conftest import TESTS, finish
 
-import rezina
 from rezina import exitcodes
 
 MAN = os.path.join(os.path.dirname(TESTS), 'man')
@@ -175,11 +176,12 @@ def test_groff_reads_the_page_without_a_warning(page):
 
 @pytest.mark.parametrize('page', PAGES)
 def test_pages_are_installed_into_share_man_with_the_package(page):
-    package = os.path.dirname(os.path.realpath(rezina.__file__))
-    site_packages = {os.path.realpath(sysconfig.get_path(name)) for name in ('purelib', 'platlib')}
-    if os.path.dirname(package) not in site_packages:
-        pytest.skip(f"rezina is imported from {package}, not from site-packages (an editable "
-                    f"install or the source tree), so its man pages are not installed")
+    records = glob.glob(os.path.join(sysconfig.get_path('purelib'), 'rezina-*.dist-info',
+                                     'direct_url.json'))
+    assert records, "rezina is not installed in this Python's site-packages"
+    with open(records[0], encoding='utf-8') as f:
+        if json.load(f).get('dir_info', {}).get('editable'):
+            pytest.skip("rezina is installed in editable mode, which installs no man pages")
     section = 'man' + page.rpartition('.')[2]
     path = os.path.join(sys.prefix, 'share', 'man', section, page)
     assert os.path.isfile(path), f"{page} is not installed: no {path}"
