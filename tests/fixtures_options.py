@@ -1,6 +1,7 @@
 """User functions for the tests of the stage options: schedules, async, order, retries."""
 
 import asyncio
+import os
 import random
 import time
 
@@ -60,3 +61,12 @@ def shout(line):
 
 def plus_one(item):
     return item + 1
+
+
+def hold_first(item):
+    """Item 0 waits (up to 60 s) for the file $HOLD_UNTIL to exist; the others pass at once."""
+    if item == 0:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ['HOLD_UNTIL']) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return item

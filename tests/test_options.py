@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import stderr_of
+from conftest import stderr_of, wait_for
 from test_edges import free_port
 
 TRANSPORTS = ['pipe', 'tcp']
@@ -91,6 +91,32 @@ def test_keep_order_under_many_processes_and_threads(procs, transport):
         ['rz-bocca'])
     assert codes == [0, 0, 0], errs
     assert json_lines(out) == list(range(3000))
+
+
+def test_keep_order_pushes_back_instead_of_holding_everything(procs, tmp_path):
+    """While item 0 is stuck, results after it wait in a bounded window and the notch stops
+    reading: the source can write only a window's worth, not its million items."""
+    flag = tmp_path / 'go'
+    hydrant, notch, bocca = procs.pipeline(
+        ['rz-hydrant', 'fixtures_funcs:numbers', '1000000'],
+        ['rz-notch', '-t', '4', '--keep-order', 'fixtures_options:hold_first'],
+        ['rz-bocca', 'null'], env={'HOLD_UNTIL': str(flag)})
+
+    def written():
+        with open(f'/proc/{hydrant.pid}/io') as io:
+            return int(next(line for line in io if line.startswith('wchar')).split()[1])
+
+    seen = []
+
+    def settled():
+        seen.append(written())
+        return len(seen) > 25 and seen[-1] == seen[-25] > 0     # still for 25 polls
+
+    wait_for(settled, timeout=30, what="the source to be held back")
+    assert seen[-1] < 1_000_000          # a million items are about 5 MB of records
+    flag.touch()
+    for proc in (hydrant, notch, bocca):
+        assert proc.wait(timeout=60) == 0, stderr_of(proc)
 
 
 def test_keep_order_survives_a_worker_that_dies(procs):
