@@ -10,9 +10,10 @@ placed in the zone, so across a DST change every local time fires once:
   if the clocks had not changed yet: 02:30 fires at 03:30 summer time), unless a tick
   already fired at that instant.
 
-As in Schedule, one reading of both clocks at construction turns each wall time into a
-monotonic deadline, so a wall-clock step neither bursts nor stalls ticks, and ticks that
-fell due while the consumer was busy are coalesced into the latest one and counted in missed.
+Unlike the --every grid, cron times are wall-clock times, as in cron(8): the wait for a
+tick looks at the wall clock at least every RECHECK seconds, so after a suspend or a step of
+the clock "0 6 * * *" still fires at 06:00. Ticks that fell due meanwhile (or while the
+consumer was busy) are coalesced into the latest one and counted in missed.
 """
 
 import datetime
@@ -27,9 +28,11 @@ import zoneinfo
 from croniter import CroniterBadDateError, croniter
 
 from rezina.schedule import (
-    ScheduleError, SystemClock, Tick, check_start, format_label, wait_until)
+    ScheduleError, SystemClock, Tick, check_start, format_label)
 
 log = logging.getLogger(__name__)
+
+RECHECK = 60.0          # seconds: the longest a wait goes without looking at the wall clock
 
 FIELD_NAMES = ('minute', 'hour', 'day-of-month', 'month', 'day-of-week', 'second')
 CRON_SHAPE = "5 fields 'MIN HOUR DOM MON DOW', or 6 with seconds last"
@@ -155,10 +158,8 @@ class CronSchedule:
         self.clock = clock if clock is not None else SystemClock()
         self.missed = 0
 
-        # one reading of both clocks ties the cron times to monotonic deadlines
-        self._wall0 = self.clock.time()
-        self._mono0 = self.clock.monotonic()
-        self._since = self._wall0 if start is None else max(start, self._wall0)
+        now = self.clock.time()
+        self._since = now if start is None else max(start, now)
         self.first = next(self._walls(), None)
         if self.first is None:
             raise _bad(expr, f'matches no time after {format_label(self._since)}')
@@ -167,9 +168,15 @@ class CronSchedule:
         zone = getattr(self.zone, 'key', None) or str(self.zone)
         return f'CronSchedule({self.expr!r}, zone={zone}, first={format_label(self.first)})'
 
-    def deadline(self, wall):
-        """Return the monotonic time a tick due at wall-clock time wall is due."""
-        return self._mono0 + (wall - self._wall0)
+    def _wait_for(self, wall, stop_event):
+        """Wait until the wall clock reaches wall; False if stop_event was set first."""
+        while not stop_event.is_set():
+            remaining = wall - self.clock.time()
+            if remaining <= 0:
+                return True
+            if self.clock.wait(min(remaining, RECHECK), stop_event):
+                return False
+        return False
 
     def ticks(self, stop_event=None):
         """Yield each Tick when it is due, until stop_event is set or no cron time is left.
@@ -183,12 +190,12 @@ class CronSchedule:
         index, wall = 0, next(walls)
         upcoming = next(walls, None)
         while True:
-            if not wait_until(self.clock, self.deadline(wall), stop_event):
+            if not self._wait_for(wall, stop_event):
                 return
 
-            now = self.clock.monotonic()
+            now = self.clock.time()
             skipped = 0
-            while upcoming is not None and self.deadline(upcoming) <= now:
+            while upcoming is not None and upcoming <= now:
                 index, wall, upcoming = index + 1, upcoming, next(walls, None)
                 skipped += 1
             if skipped:

@@ -15,11 +15,18 @@ ACK_DELAY = 0.002               # acknowledgements wait this long for credit to 
 ACKS_AT_ONCE = 8                # ... unless this many batches wait to be acknowledged
 
 BOCCA_BATCH_SIZE = 1000
+SINK_RETRY_MAX = 30.0           # seconds: the longest a failing sink waits between writes
+SINK_ITEM_ATTEMPTS = 3          # writes of one item alone that fail before it fails alone
 FLUSH_INTERVAL = 1.0            # seconds
 MAX_ITEM_BYTES = 64 << 20       # 64 MiB
 MAX_DELIVERIES = 3              # deaths of a child while running an item before quarantine
 RETRY_BASE = 0.1                # seconds: the most a first retry waits (full jitter)
 RETRY_MAX = 10.0                # seconds: the most any retry waits
+
+FAILURE_LINES_PER_SECOND = 10   # failed items shown on stderr a second; the rest counted
+ERROR_WRITE_TRIES = 5           # tries of one --errors write before its records are lost
+ERROR_WRITE_BACKOFF = 0.1       # seconds before the second try, doubling after each
+ERROR_WRITE_MAX = 1000          # most records in one --errors write
 
 LINGER_MS = 2000                # how long a closing socket may flush its queue
 DRAIN_TIMEOUT = 30.0            # how long a stop waits for in-flight items

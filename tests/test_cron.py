@@ -189,23 +189,27 @@ def test_an_hour_late_on_a_ten_second_cron_coalesces_360_ticks():
 
 # wall-clock steps
 
-def test_wall_clock_step_forward_does_not_burst():
+def test_cron_times_follow_the_wall_clock_after_a_step_forward():
+    """A suspend or a clock step forward: the due times are coalesced into the latest, as
+    cron would run a job once after the machine wakes, and counted as missed."""
     clock = FakeClock(utc(2026, 1, 5, 10, 7, 30))
     sched = CronSchedule('*/15 * * * *', clock=clock, zone=UTC)
     ticks = sched.ticks(threading.Event())
-    next(ticks)
+    next(ticks)                                     # 10:15
     mono_at_first = clock.mono
 
-    clock.step_wall(3600)
+    clock.step_wall(3600)                           # the wall clock now says 11:15
     second, third = next(ticks), next(ticks)
 
     assert (second[:2], third[:2]) == (
-        (1, utc(2026, 1, 5, 10, 30, 0)), (2, utc(2026, 1, 5, 10, 45, 0)))
-    assert clock.mono == mono_at_first + 1800
-    assert sched.missed == 0
+        (4, utc(2026, 1, 5, 11, 15, 0)), (5, utc(2026, 1, 5, 11, 30, 0)))
+    assert sched.missed == 3                        # 10:30, 10:45, 11:00
+    assert clock.mono == mono_at_first + 900        # 11:15 at once, then 15 minutes
 
 
-def test_wall_clock_step_backward_does_not_stall():
+def test_cron_times_follow_the_wall_clock_after_a_step_back():
+    """A clock set back an hour: 10:30 fires when the wall clock says 10:30 again, and no
+    wait goes longer than RECHECK without looking at it."""
     clock = FakeClock(utc(2026, 1, 5, 10, 7, 30))
     sched = CronSchedule('*/15 * * * *', clock=clock, zone=UTC)
     ticks = sched.ticks(threading.Event())
@@ -216,7 +220,9 @@ def test_wall_clock_step_backward_does_not_stall():
     second = next(ticks)
 
     assert second[:2] == (1, utc(2026, 1, 5, 10, 30, 0))
-    assert clock.mono == mono_at_first + 900
+    assert clock.mono == mono_at_first + 900 + 3600
+    assert max(clock.waits) <= cron.RECHECK
+    assert sched.missed == 0
 
 
 # time zones and DST (Europe/Berlin 2026: spring 03-29 02:00 -> 03:00, fall 10-25 03:00 -> 02:00)
@@ -377,8 +383,8 @@ def test_stop_during_a_wait_ends_the_ticks_at_once():
 
     with pytest.raises(StopIteration):
         next(ticks)
-    assert clock.mono == mono_at_first + 300
-    assert clock.waits[-1] == 900
+    assert clock.mono == mono_at_first + cron.RECHECK / 3
+    assert clock.waits[-1] == cron.RECHECK
 
 
 def test_stop_before_the_first_tick_yields_nothing():

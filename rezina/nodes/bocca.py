@@ -56,8 +56,7 @@ from rezina.target import add_search_path, parse_json
 
 log = logging.getLogger(__name__)
 PROG = 'rz-bocca'
-RETRY_MAX = 30.0
-ITEM_ATTEMPTS = 3           # writes of one item alone that fail before it fails alone
+ITEM_ATTEMPTS = defaults.SINK_ITEM_ATTEMPTS
 
 
 class Bocca(Node):
@@ -264,7 +263,7 @@ class Bocca(Node):
             self.bad_item = exc.bad_item
             if exc.bad_item:
                 return False
-            self.retry_wait = min(RETRY_MAX, max(1.0, self.retry_wait * 2))
+            self.retry_wait = min(defaults.SINK_RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
             log.warning("%s: %s; retrying in %.0f s", self.name, exc, self.retry_wait)
             return False

@@ -18,14 +18,15 @@ import threading
 import time
 from collections import Counter
 
+from rezina import defaults
 from rezina.errors import SinkError, UsageError
 
 log = logging.getLogger(__name__)
 
-LINES_PER_SECOND = 10       # failure lines on stderr in one second, the rest only counted
-WRITE_TRIES = 5             # tries of one sink write before its records are lost
-BACKOFF = 0.1               # seconds before the second try, doubling after each
-MAX_WRITE = 1000            # most records in one sink write
+LINES_PER_SECOND = defaults.FAILURE_LINES_PER_SECOND
+WRITE_TRIES = defaults.ERROR_WRITE_TRIES
+BACKOFF = defaults.ERROR_WRITE_BACKOFF
+MAX_WRITE = defaults.ERROR_WRITE_MAX
 _CLOSE = object()           # the writer thread's cue to finish
 
 
