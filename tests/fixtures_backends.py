@@ -1,6 +1,7 @@
 """User backends that tests/test_backends.py names as MODULE:CLASS sinks."""
 
 import json
+import os
 import time
 
 from rezina.backends import StorageBackend
@@ -96,3 +97,20 @@ class SlowFirstWrite(StorageBackend):
         with open(self.path, 'a') as out:
             for item in message if isinstance(message, list) else [message]:
                 out.write(f"{item}\n")
+
+
+class WaitForFile(StorageBackend):
+    """Each write waits (up to 60 s) for the file `gate` ($WAIT_GATE) to exist, then
+    appends the items to `path` ($WAIT_PATH) as JSON lines."""
+
+    def __init__(self, logger, gate=None, path=None):
+        super().__init__(logger, gate, path)
+        self.gate = gate or os.environ['WAIT_GATE']
+        self.path = path or os.environ['WAIT_PATH']
+
+    def write(self, message):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(self.path, 'a') as out:
+            out.write(json.dumps(message) + '\n')

@@ -3,6 +3,7 @@ functions, --keep-order, --retries and --errors, --format/--ids and --in-format.
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -277,3 +278,34 @@ def test_hydrant_and_bocca_send_their_failed_items_to_the_error_sink(procs, tmp_
     record, = [json.loads(line) for line in bocca_errors.read_text().splitlines()]
     assert (record['id'], record['item'], record['error']) == ('n/r:3', 3, 'SinkError')
     assert 'three is not welcome' in record['message']
+
+
+
+def test_a_failed_item_is_acknowledged_only_once_its_error_record_is_stored(procs, tmp_path):
+    """Over ZeroMQ the notch holds the acknowledgement of a failed item until the error
+    sink has its record: until then the source's run is not complete."""
+    gate, records = tmp_path / 'gate', tmp_path / 'errors.jsonl'
+    port = free_port()
+    source = procs.start(['rz-hydrant', '--out', f'tcp://127.0.0.1:{port}',
+                          'fixtures_funcs:numbers', '40'],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    notch, sink = procs.pipeline(
+        ['rz-notch', '--in', f'tcp://127.0.0.1:{port}', '--errors',
+         'fixtures_backends:WaitForFile', 'fixtures_options:poison_13'],
+        ['rz-bocca'], env={'WAIT_GATE': str(gate), 'WAIT_PATH': str(records)})
+    out = []
+    wait_for(lambda: out.extend(sink.stdout.readline() for _ in range(39)) or len(out) == 39,
+             timeout=30, what='the 39 good items at the sink')
+    # without the hold the run completes within milliseconds of the sink's writes; with
+    # it, not while item 13's record waits at the gate: watch for a second to see
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert 'complete' not in stderr_of(source) and source.poll() is None
+        time.sleep(0.02)
+    gate.touch()
+    assert source.wait(timeout=30) == 0
+    assert 'run ' in stderr_of(source) and ' complete: 40 items' in stderr_of(source)
+    assert notch.wait(timeout=30) == 1
+    sink.communicate(timeout=30)
+    record, = [json.loads(line) for line in records.read_text().splitlines()]
+    assert record['item'] == 13

@@ -53,6 +53,7 @@ class Failures:
         self._sink = None
         self._queue = None
         self._writer = None
+        self.wake = None            # called in the writer thread after each write
         if spec is not None:
             self._sink = _open(spec, mode)
             self._queue = queue.SimpleQueue()
@@ -61,12 +62,13 @@ class Failures:
             self._writer.start()
 
     def report(self, item_id, item, error_type, message, traceback=None, attempts=1):
-        """Count one failed item and pass it on; never waits for the sink."""
+        """Count one failed item and pass it on; never waits for the sink. Returns None
+        when the report is done, else its ticket: it is done once `settled` reaches it."""
         self.count += 1
         self.by_type[error_type] += 1
         if self._queue is None or self._closed_lost is not None:
             self._log_line(item_id, error_type, message, traceback, attempts)
-            return
+            return None
         if self.count == 1:
             self.log.warning("%s: item %s failed: %s: %s; failed items go to --errors %s",
                              self.name, item_id, error_type, message, self.spec)
@@ -75,6 +77,13 @@ class Failures:
         run = item_id.rpartition(':')[0] if isinstance(item_id, str) else None
         self._queued += 1
         self._queue.put((item_id, run or None, record))
+        return self._queued
+
+    @property
+    def settled(self):
+        """Records the writer thread is done with (stored, or given up and logged), in the
+        order they were reported."""
+        return self._written + self._lost
 
     def summary(self):
         """'3 failed (2 ValueError, 1 quarantined)', or '' when nothing failed."""
@@ -145,6 +154,8 @@ class Failures:
                     break
             if records:
                 self._write(records)
+                if self.wake is not None:
+                    self.wake()
 
     def _write(self, records):
         """Write records, trying again with backoff; count those the sink never took."""

@@ -90,6 +90,7 @@ class Node:
         self.name = name
         self.failures = failures if failures is not None else Failures(name)
         self.loop = Loop()
+        self.failures.wake = self.loop.wake
         self.network = Network(name)
         self.context = None
         self.output = None

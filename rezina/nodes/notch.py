@@ -42,6 +42,7 @@ import inspect
 import logging
 import sys
 import time
+from collections import deque
 
 from rezina import defaults, exitcodes
 from rezina.cli import int_option, run_command
@@ -71,6 +72,7 @@ class Notch(Node):
         self.held = {}             # --keep-order: unit order -> result waiting its turn
         self.held_items = 0
         self.next_order = 0
+        self.unreported = deque()      # (ticket, batch) of failures not yet stored
         self.open_batches = 0
         self.items_in = 0
         self.items_out = 0
@@ -100,6 +102,8 @@ class Notch(Node):
             self._settle(batch)
 
     def step(self):
+        if self.unreported:
+            self._reported()
         if isinstance(self.input, Inbox):       # a pipe's window is the load check
             self.input.window = self.window()
         self.pool.assign()
@@ -108,7 +112,7 @@ class Notch(Node):
     def on_result(self, unit, ids, count, payload, failures, seconds):
         batch = unit.batch
         for seq, kind, message, trace, item, attempts in failures:
-            self.failures.report(f"{batch.run}:{seq}", item, kind, message, trace, attempts)
+            self._report(batch, f"{batch.run}:{seq}", item, kind, message, trace, attempts)
         if not self.keep_order:
             self._send(batch, ids, count, payload)
             return
@@ -130,8 +134,24 @@ class Notch(Node):
             self._settle(batch)
 
     def on_quarantine(self, unit, seq, item, why, deaths):
-        self.failures.report(f"{unit.batch.run}:{seq}", item, 'Quarantined', why,
-                             attempts=deaths)
+        self._report(unit.batch, f"{unit.batch.run}:{seq}", item, 'Quarantined', why,
+                     None, deaths)
+
+    def _report(self, batch, item_id, item, kind, message, trace, attempts):
+        """Report a failed item; its batch is acknowledged only once the report is stored
+        (with --errors), so a crash before then redelivers the item rather than lose it."""
+        ticket = self.failures.report(item_id, item, kind, message, trace, attempts)
+        if ticket is not None:
+            batch.parts += 1
+            self.unreported.append((ticket, batch))
+
+    def _reported(self):
+        settled = self.failures.settled
+        while self.unreported and self.unreported[0][0] <= settled:
+            batch = self.unreported.popleft()[1]
+            batch.parts -= 1
+            if not batch.parts:
+                self._settle(batch)
 
     def on_acked(self, out_batch):
         batch = out_batch.origin
