@@ -70,3 +70,13 @@ def hold_first(item):
         while not os.path.exists(os.environ['HOLD_UNTIL']) and time.monotonic() < deadline:
             time.sleep(0.01)
     return item
+
+
+def exit_on_five_slowly(item):
+    """Every call takes 100 ms, so threads run items side by side; item 5 ends its worker
+    process half way through, while the other threads are in the middle of theirs."""
+    if item == 5:
+        time.sleep(0.05)
+        os._exit(3)
+    time.sleep(0.1)
+    return item

@@ -301,7 +301,8 @@ def test_input_that_is_not_a_rezina_stream_is_one_line(procs):
     out, _ = proc.communicate(b'hello\n', timeout=20)
     assert proc.returncode == exitcodes.FAILED and out == b''
     assert stderr_of(proc).strip() == (
-        "rz-bocca: stdin is not a rezina record stream (pipe rz commands together)")
+        "rz-bocca: stdin is not a rezina record stream (pipe rz commands together, or read "
+        "text with --in-format json or lines)")
 
 
 @pytest.mark.parametrize('argv', [

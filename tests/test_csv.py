@@ -78,10 +78,15 @@ def test_a_new_key_is_reported_once_and_its_values_dropped(opened, tmp_path, cap
     path = tmp_path / 'out.csv'
     sink = opened(f'csv:{path}')
     with caplog.at_level(logging.WARNING, logger='rezina.backends.csvfile'):
-        sink.write(records([{'a': 1}, {'a': 2, 'new': 'x'}, {'new': 'y', 'other': 0}]))
+        sink.write(records([{'a': 1}, {'a': 2, 'new': 'x'}, {'a': None, 'other': 0}]))
         sink.write(records([{'new': 'z', 'a': 3}], start=3))
+        # an item with no key in the header would be a row of nothing: it fails alone
+        with pytest.raises(SinkError, match=r"item r1:4 .*none of its keys \('new'\)") \
+                as caught:
+            sink.write(records([{'a': 4}, {'new': 'lost?'}], start=3))
+    assert caught.value.written == 1 and caught.value.bad_item
 
-    assert read_rows(path) == [['a'], ['1'], ['2'], [''], ['3']]
+    assert read_rows(path) == [['a'], ['1'], ['2'], [''], ['3'], ['4']]
     warnings = dropped_keys(caplog)
     assert len(warnings) == 2
     assert "key 'new'" in warnings[0] and f"csv:{path}" in warnings[0]
@@ -185,8 +190,10 @@ def test_a_dict_under_the_item_header_fails_alone(opened, tmp_path):
 def test_a_files_item_header_takes_dicts_and_other_items(opened, tmp_path):
     path = tmp_path / 'out.csv'
     path.write_bytes(b'item\r\n')
-    opened(f'csv:{path}').write(records([{'item': 'from a dict'}, 'bare', {'other': 1}]))
-    assert read_rows(path) == [['item'], ['from a dict'], ['bare'], ['']]
+    sink = opened(f'csv:{path}')
+    with pytest.raises(SinkError, match=r"item r1:2 .*none of its keys"):
+        sink.write(records([{'item': 'from a dict'}, 'bare', {'other': 1}]))
+    assert read_rows(path) == [['item'], ['from a dict'], ['bare']]
 
 
 def test_an_empty_dict_cannot_make_the_header(opened, tmp_path):

@@ -309,3 +309,16 @@ def test_a_failed_item_is_acknowledged_only_once_its_error_record_is_stored(proc
     sink.communicate(timeout=30)
     record, = [json.loads(line) for line in records.read_text().splitlines()]
     assert record['item'] == 13
+
+
+def test_only_the_item_that_kills_its_worker_is_quarantined(procs):
+    """Items that were running beside it in other threads are suspects, retried alone,
+    and come out; only item 5 is quarantined."""
+    codes, out, errs = run_chain(
+        procs, 'pipe', ['rz-hydrant', 'fixtures_funcs:numbers', '8'],
+        ['rz-notch', '-p', '1', '-t', '8', 'fixtures_options:exit_on_five_slowly'],
+        ['rz-bocca'])
+    assert codes == [0, 1, 0], errs
+    assert sorted(json_lines(out)) == [i for i in range(8) if i != 5]
+    quarantined = [line for line in errs[1].splitlines() if 'Quarantined' in line]
+    assert len(quarantined) == 1 and ':5 failed' in quarantined[0]

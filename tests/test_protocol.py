@@ -281,8 +281,8 @@ def test_stream_that_is_not_records_is_refused_clearly(pipe, data):
     with pytest.raises(ValueError) as caught:
         for _ in range(3):
             reader.read()
-    assert str(caught.value) == ("stdin is not a rezina record stream "
-                                 "(pipe rz commands together)")
+    assert str(caught.value) == ("stdin is not a rezina record stream (pipe rz commands "
+                                 "together, or read text with --in-format json or lines)")
 
 
 @pytest.mark.parametrize('writer_class', [PipeWriter, TextWriter])

@@ -35,10 +35,15 @@ def close(fd, fds):
 
 
 class Failures(list):
-    """on_failed that keeps (item id, reason)."""
+    """on_failed that keeps (item id, reason), and the failed line's text by id."""
 
-    def __call__(self, item_id, reason):
+    def __init__(self):
+        super().__init__()
+        self.texts = {}
+
+    def __call__(self, item_id, reason, line=None):
         self.append((item_id, reason))
+        self.texts[item_id] = line
 
 
 def read_to_end(reader):
@@ -111,6 +116,8 @@ def test_malformed_json_lines_fail_alone_by_line_number(pipe):
         ('r1:4', 'line 4: not JSON: Expecting value at column 9'),
         ('r1:6', 'line 6: not UTF-8: byte 0xff at byte 2 of the line'),
     ]
+    # the text of a failed line goes with it to the error channel
+    assert failures.texts == {'r1:2': 'not json', 'r1:4': '{"city":', 'r1:6': '"\ufffd"'}
 
 
 def test_good_lines_in_a_row_make_a_batch_with_a_plain_first_seq(pipe):
@@ -384,3 +391,9 @@ def test_a_bad_format_is_a_usage_error_listing_the_choices(check, text, message)
     with pytest.raises(UsageError) as caught:
         check(text)
     assert str(caught.value) == message
+
+
+def test_the_line_limit_does_not_count_a_crlf_line_end(pipe):
+    items, failures = read_text(*pipe, 'lines', b'abcd\r\nabcde\r\nabc\r\n', max_line=4)
+    assert items == [('r1:1', 'abcd'), ('r1:3', 'abc')]
+    assert failures == [('r1:2', 'line 2: longer than 4 bytes')]

@@ -193,12 +193,19 @@ class CsvFile(StorageBackend):
                               f"of non-dict items")
         row = [''] * len(self.header)
         columns = self.columns
+        dropped = []
         for key, value in item.items():
             index = columns.get(column_name(key))
             if index is None:
-                self._drop(key)
+                dropped.append(key)
             else:
                 row[index] = cell(value)
+        if dropped and len(dropped) == len(item):
+            # a row of empty cells would lose the whole item: it fails alone instead
+            raise _NotARow(f"none of its keys ({', '.join(map(repr, dropped[:5]))}) is in "
+                           f"the file's header")
+        for key in dropped:
+            self._drop(key)
         return row
 
     def _drop(self, key):

@@ -131,7 +131,7 @@ class Bocca(Node):
         now = time.monotonic()
         if now < self.retry_at:
             return self.retry_at - now
-        if self.mode == 'batch' and not self.stop_requested and not self._input_ended():
+        if self.mode == 'batch' and not self.stop_requested and not self.input_finished():
             due = self.oldest + self.flush_interval
             if self.pending_items < self.batch_size and now < due:
                 return due - now
@@ -158,9 +158,6 @@ class Bocca(Node):
                 self.writer_error = exc
             self.writing = False
             self.loop.wake()
-
-    def _input_ended(self):
-        return self.input.ended()
 
     def _write_pending(self):
         """Write pending items, at most batch-size a write in batch mode; acknowledge each
@@ -218,21 +215,28 @@ class Bocca(Node):
         """Find the item a failing write stumbles on: one item a write, and an item that
         fails ITEM_ATTEMPTS times while the one after it can be written fails alone."""
         if count > 1:
+            log.warning("%s: %s; writing its %d items one at a time to find the one that "
+                        "fails", self.name, self.last_error, count)
             self.narrow = count
             self.retry_at = 0.0
             return
         self.head_attempts += 1
         if self.head_attempts < ITEM_ATTEMPTS or self.pending_items < 2:
+            self._say_retrying()
             return
         probe, _ = self._take(1, skip=1)
         if not self._write(probe):
             self.head_attempts = 0       # the items after it fail too: the sink is down
+            self._say_retrying()
             return
         self._fail_head(f"the sink failed to write it {ITEM_ATTEMPTS} times: "
                         f"{self.last_error}", ITEM_ATTEMPTS)
         self._written(probe, 1)
         self.head_attempts = 0
         self.retry_at = 0.0
+
+    def _say_retrying(self):
+        log.warning("%s: %s; retrying in %.0f s", self.name, self.last_error, self.retry_wait)
 
     def _fail_head(self, why, attempts):
         """The first unwritten item fails alone; the writing goes on after it."""
@@ -265,7 +269,6 @@ class Bocca(Node):
                 return False
             self.retry_wait = min(defaults.SINK_RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
-            log.warning("%s: %s; retrying in %.0f s", self.name, exc, self.retry_wait)
             return False
         self.retry_wait = 0.0
         return True
@@ -285,7 +288,7 @@ class Bocca(Node):
             log.warning("%s: stopping with %d items not written; they were not "
                         "acknowledged", self.name, self.abandoned)
             return True
-        return self.input.ended() or self.stop_requested
+        return self.input_finished()
 
     def serve(self):
         self.sink.open()

@@ -285,7 +285,7 @@ class Hydrant(Node):
             puller.finish()
 
     def serve(self):
-        if self.schedule.periodic:
+        if self.schedule.periodic or self.schedule.first > time.time() + 1:
             first = datetime.datetime.fromtimestamp(self.schedule.first)
             log.info("%s: first run at %s (local time)", self.name,
                      first.isoformat(sep=' ', timespec='seconds'))
@@ -295,9 +295,9 @@ class Hydrant(Node):
         finally:
             self._stop_threads()
             self.failures.close()
-        if self.schedule.periodic:
-            log.info("%s: ticks: %d fired, %d skipped, %d missed", self.name,
-                     self.overlap.fired, self.overlap.skipped, self.schedule.missed)
+            if self.schedule.periodic:
+                log.info("%s: ticks: %d fired, %d skipped, %d missed", self.name,
+                         self.overlap.fired, self.overlap.skipped, self.schedule.missed)
         if self.scheduler.crashed:
             log.error("%s: the schedule stopped: %s", self.name, self.scheduler.crashed)
         failed = self.failed_runs or self.failed_items or self.scheduler.crashed
@@ -321,8 +321,11 @@ def build(args):
     out = output_endpoint(args, PROG)
     for option in ('--name', '--run-id'):
         text = args[option]
-        if text is not None and (not text or not text.isprintable() or ':' in text):
-            raise UsageError(f"{option} {text!r}: expected printable text without ':'")
+        if text is not None and (not text or not text.isprintable() or ':' in text
+                                 or '/' in text):
+            # ids are NAME/RUN:SEQ: a ':' or '/' inside would let two sources share ids
+            raise UsageError(f"{option} {text!r}: expected printable text without ':' or "
+                             f"'/'")
     if args['--overlap'] not in POLICIES:
         raise UsageError(f"--overlap {args['--overlap']!r}: expected skip, queue or allow")
     schedule = build_schedule(args)

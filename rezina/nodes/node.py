@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 
 import zmq
 
@@ -18,7 +19,7 @@ from rezina.nodes.failures import Failures
 from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.inbox import Inbox
 from rezina.pipe.links import Network
-from rezina.pipe.loop import Loop
+from rezina.pipe.loop import Interrupted, Loop
 from rezina.pipe.outbox import Outbox
 from rezina.pipe.port import Port
 from rezina.pipe.stream import PipeReader, PipeWriter
@@ -35,8 +36,8 @@ _stdout_fd = None
 def refuse_terminal_output(prog):
     """Refuse to write the binary record stream to a terminal, as gzip refuses to."""
     if os.isatty(STDOUT):
-        raise UsageError(f"stdout is a terminal: pipe {prog} into rz-notch or rz-bocca, or "
-                         f"give --out an endpoint")
+        raise UsageError(f"stdout is a terminal: pipe {prog} into rz-notch or rz-bocca, "
+                         f"give --out an endpoint, or --format json for JSON lines")
 
 
 def take_stdout():
@@ -95,6 +96,7 @@ class Node:
         self.context = None
         self.output = None
         self.input = None
+        self.backlog = deque()     # batches read from stdin, not yet taken
         self.stop_requested = False
         self.stop_requested_at = None
         self._next_tick = 0.0
@@ -143,13 +145,28 @@ class Node:
         return self.input
 
     def _stdin_ready(self, fd, events):
-        for batch in self.input.read():
-            self.on_batch(batch)
+        self.backlog.extend(self.input.read())
+        self._take_backlog()
         if self.input.eos:
             self.loop.unwatch(STDIN)
 
-    def _malformed(self, item_id, reason):
-        self.failures.report(item_id, None, 'MalformedLine', reason, attempts=0)
+    def _take_backlog(self):
+        """Hand on what stdin brought, as far as the window allows; one read of a pipe can
+        hold far more items than a slow function should be given at once."""
+        backlog = self.backlog
+        while backlog and self.load() < self.window():
+            self.on_batch(backlog.popleft())
+
+    def input_finished(self):
+        """Nothing more will come in: the input ended, or a stop was asked over ZeroMQ. A
+        pipe is read to its end even when stopping: the stage before it is stopping too,
+        and what it sends on its way out must not meet a closed pipe."""
+        if isinstance(self.input, Inbox):
+            return self.input.ended() or self.stop_requested
+        return self.input.ended() and not self.backlog
+
+    def _malformed(self, item_id, reason, line=None):
+        self.failures.report(item_id, line, 'MalformedLine', reason, attempts=0)
 
     def _unwritable(self, item_id, reason):
         self.failures.report(item_id, None, 'ItemNotEncodable', reason, attempts=0)
@@ -185,9 +202,12 @@ class Node:
         inbox = self.input
         if isinstance(inbox, Inbox):
             inbox.flush(self.load() if not self.stop_requested else inbox.window)
-        elif isinstance(inbox, (PipeReader, TextReader)) and not inbox.eos:
-            room = self.load() < self.window() and not self.stop_requested
-            self.loop.modify(STDIN, zmq.POLLIN if room else 0)
+        elif isinstance(inbox, PipeReader):
+            if self.backlog:
+                self._take_backlog()
+            if not inbox.eos:
+                room = not self.backlog and self.load() < self.window()
+                self.loop.modify(STDIN, zmq.POLLIN if room else 0)
         now = time.monotonic()
         if now >= self._next_tick:
             self.network.tick()
@@ -236,6 +256,10 @@ class Node:
                 continue
             if self.done():
                 return
+            if self.stop_requested and self.drain_expired():
+                log.warning("%s: stopping after %.0f s with items still in flight", self.name,
+                            defaults.DRAIN_TIMEOUT)
+                raise Interrupted(self.loop.signalled)
             now = time.monotonic()
             tick = max(0.0, self._next_tick - now)
             if isinstance(self.input, Inbox) and self.input.ack_due is not None:

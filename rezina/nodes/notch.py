@@ -1,5 +1,6 @@
 """rz-notch: the filter stage. Calls MOD:FUNC on every item, in worker processes and
-threads; None drops the item, a generator fans it out, an exception fails that item only.
+threads (or coroutines); None drops the item, a generator fans it out, an exception fails
+that item only.
 
 Usage:
   rz-notch [options] [--in=ENDPOINT]... [--path=DIR]... MOD:FUNC
@@ -167,7 +168,7 @@ class Notch(Node):
     def done(self):
         if self.finished:
             return self.output.idle or self.drain_expired()
-        ended = self.input.ended() or self.stop_requested
+        ended = self.input_finished()
         if ended and not self.open_batches and self.pool.idle and self.output.idle:
             if self.output.ready_to_finish() or self.stop_requested:
                 # a truncated input ends the output truncated too: the sink must know
@@ -185,7 +186,7 @@ class Notch(Node):
         finally:
             self.pool.stop()
             self.failures.close()
-        elapsed = time.monotonic() - (self.first_at or time.monotonic())
+        elapsed = time.monotonic() - self.first_at if self.first_at else 0.0
         redelivered = self.pool.redelivered + self.output.redelivered
         log.info("%s: %d items in, %d out, %d failed, %d redelivered, in %.2f s", self.name,
                  self.items_in, self.items_out, self.failures.count, redelivered, elapsed)

@@ -159,6 +159,8 @@ def _call_again(func, item, retries, exc, seq, failures):
         try:
             return func(item)
         except Exception as again:
+            if again.__context__ is exc:     # called in the handling of the last attempt:
+                again.__context__ = None     # its traceback is not this one's cause
             exc = again
     failures.append(_failure(seq, exc, item, attempts))
     return _FAILED

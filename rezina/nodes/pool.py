@@ -87,6 +87,7 @@ class Child:
         self.sock = None
         self.fd = None
         self.ready = False
+        self.alone = False        # running a suspect unit: it gets no other
         self.units = {}
         self.items = 0
         self.out = bytearray()
@@ -143,6 +144,7 @@ class Pool:
         parent_end.setblocking(False)
         child.pid, child.sock, child.fd = pid, parent_end, parent_end.fileno()
         child.ready = False
+        child.alone = False
         child.out = bytearray()
         child.unpacker = codec.stream_unpacker()
         self.loop.watch(child.fd, lambda fd, events, c=child: self._ready(c, events))
@@ -168,12 +170,18 @@ class Pool:
     def assign(self):
         """Give queued units to the ready children with room, least loaded first."""
         while self.queue:
-            room = [c for c in self.children
-                    if c.ready and len(c.units) < self.capacity(c)]
+            unit = self.queue[0]
+            if unit.deaths:
+                # a suspect (running when a child died) runs alone on an idle child, so a
+                # death then blames only the item that caused it, not its neighbours
+                room = [c for c in self.children if c.ready and not c.units]
+            else:
+                room = [c for c in self.children
+                        if c.ready and not c.alone and len(c.units) < self.capacity(c)]
             if not room:
                 return
             child = min(room, key=lambda c: len(c.units))
-            unit = self.queue[0]
+            child.alone = bool(unit.deaths)
             # a unit given back by a dead child goes whole: it keeps its place in the order
             if unit.count > self.unit_size and unit.order is None:
                 unit = unit.cut(self.unit_size, self._unit_no())
@@ -231,6 +239,7 @@ class Pool:
         if kind == 'D':
             _, unit_no, ids, count, payload, failures, seconds = record
             unit = child.units.pop(unit_no)
+            child.alone = False
             child.items -= unit.count
             self.assigned_items -= unit.count
             self._learn(unit.count, seconds)

@@ -139,8 +139,8 @@ class PipeReader:
                     continue
                 batches.append(_batch_of_record(record))
         except (TypeError, ValueError):
-            raise BadStream(f"{self.name} is not a rezina record stream "
-                             f"(pipe rz commands together)") from None
+            raise BadStream(f"{self.name} is not a rezina record stream (pipe rz commands "
+                            f"together, or read text with --in-format json or lines)") from None
         return batches
 
     def ack(self, batch):

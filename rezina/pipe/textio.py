@@ -20,6 +20,7 @@ from rezina.pipe.stream import READ_SIZE, PipeReader, PipeWriter
 log = logging.getLogger(__name__)
 
 READ_FORMATS = ('msgpack', 'json', 'lines')
+SHOWN_TEXT = 10_000             # characters of a failed line kept in its error record
 WRITE_FORMATS = ('msgpack', 'json')
 UTF8_BOM = b'\xef\xbb\xbf'
 
@@ -147,7 +148,7 @@ class TextReader(PipeReader):
     def _extend_line(self, data):
         if self.skipping or not data:
             return
-        if len(self.partial) + len(data) > self.max_line:
+        if len(self.partial) + len(data) > self.max_line + 1:      # + 1: a \r may end it
             self._too_long(self.line_no + 1)
             self.partial.clear()
             self.skipping = True
@@ -159,7 +160,8 @@ class TextReader(PipeReader):
         if self.skipping:
             self.skipping = False        # reported when it grew too long
             return
-        if len(self.partial) + len(tail) > self.max_line:
+        cr = (tail or self.partial).endswith(b'\r')
+        if len(self.partial) + len(tail) - cr > self.max_line:
             self.partial.clear()
             self._too_long(self.line_no)
             return
@@ -180,7 +182,8 @@ class TextReader(PipeReader):
             text = line.decode('utf-8')
         except UnicodeDecodeError as exc:
             self._fail(number, f"not UTF-8: byte 0x{line[exc.start]:02x} at byte "
-                               f"{exc.start + 1} of the line")
+                               f"{exc.start + 1} of the line",
+                       line.decode('utf-8', errors='replace'))
             return
         if self.fmt == 'lines':
             self._parsed.append((number, text, len(line)))
@@ -191,21 +194,24 @@ class TextReader(PipeReader):
         try:
             item = json.loads(text)
         except json.JSONDecodeError as exc:
-            self._fail(number, f"not JSON: {exc.msg} at column {exc.colno}")
+            self._fail(number, f"not JSON: {exc.msg} at column {exc.colno}", text)
             return
         except RecursionError:
-            self._fail(number, "not JSON this can read: nested too deep")
+            self._fail(number, "not JSON this can read: nested too deep", text)
             return
         except ValueError as exc:        # an int of more digits than Python converts
-            self._fail(number, f"not JSON this can read: {exc}")
+            self._fail(number, f"not JSON this can read: {exc}", text)
             return
         self._parsed.append((number, item, len(line)))
 
     def _too_long(self, number):
         self._fail(number, f"longer than {self.max_line} bytes")
 
-    def _fail(self, number, what):
-        self.on_failed(f"{self.run}:{number}", f"line {number}: {what}")
+    def _fail(self, number, what, line=None):
+        """Report line number as failed: why, and its text (cut to SHOWN_TEXT) if any."""
+        if line is not None and len(line) > SHOWN_TEXT:
+            line = line[:SHOWN_TEXT] + '...'
+        self.on_failed(f"{self.run}:{number}", f"line {number}: {what}", line)
 
     def _batches(self):
         """The items parsed so far, in batches of up to the wire batch size."""
