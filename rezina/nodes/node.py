@@ -87,6 +87,8 @@ def input_endpoints(args):
 class Node:
     """A stage's event loop; subclasses do the stage's work in step()."""
 
+    paced_input = False      # take batches from stdin only as far as the window allows
+
     def __init__(self, name, failures=None):
         self.name = name
         self.failures = failures if failures is not None else Failures(name)
@@ -151,9 +153,13 @@ class Node:
             self.loop.unwatch(STDIN)
 
     def _take_backlog(self):
-        """Hand on what stdin brought, as far as the window allows; one read of a pipe can
-        hold far more items than a slow function should be given at once."""
+        """Hand on what stdin brought: all of it, or with paced_input only as far as the
+        window allows (one read of a pipe can hold far more items than a slow function
+        should be given at once)."""
         backlog = self.backlog
+        if not self.paced_input:
+            while backlog:
+                self.on_batch(backlog.popleft())
         while backlog and self.load() < self.window():
             self.on_batch(backlog.popleft())
 

@@ -62,6 +62,8 @@ PROG = 'rz-notch'
 class Notch(Node):
     """The parent of rz-notch: moves units between the edges and the worker children."""
 
+    paced_input = True
+
     def __init__(self, name, spec, processes, lanes, max_deliveries, mode='threads',
                  retries=0, keep_order=False, failures=None):
         super().__init__(name, failures)
