@@ -23,7 +23,6 @@ as opposed to only queued. The child exits once the parent's end of file has com
 units it had are done.
 """
 
-import asyncio
 import ctypes
 import inspect
 import os
@@ -168,6 +167,7 @@ def _call_again(func, item, retries, exc, seq, failures):
 
 async def _await_call(func, item, retries, seq, failures):
     """The awaited result of func(item), retried as _call_again does, or _FAILED."""
+    import asyncio
     attempts = 1
     while True:
         try:
@@ -284,6 +284,7 @@ class Worker:
             return
         self.send(['R'])
         if self.mode == 'async':
+            import asyncio      # here only: it costs a plain function's workers 17 ms
             asyncio.run(self._serve_async(func))
         elif self.lanes == 1:
             slot = self.slots[0:2]
@@ -322,6 +323,7 @@ class Worker:
     # which waits with add_reader), runs the lanes and writes (loop.sock_sendall)
 
     async def _serve_async(self, func):
+        import asyncio
         self.sock.setblocking(False)
         work = asyncio.Queue()          # the parent holds it to lanes + 1 units
         write_lock = asyncio.Lock()     # one record's bytes at a time on the socket
@@ -331,6 +333,7 @@ class Worker:
         await asyncio.gather(*tasks)
 
     async def _read(self, work):
+        import asyncio
         loop = asyncio.get_running_loop()
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
         while data := await loop.sock_recv(self.sock, 1 << 20):
@@ -341,6 +344,7 @@ class Worker:
             work.put_nowait(None)
 
     async def _lane(self, func, work, t, write_lock):
+        import asyncio
         loop = asyncio.get_running_loop()
         slot = self.slots[2 * t:2 * t + 2]
         while (record := await work.get()) is not None:
