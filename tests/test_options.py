@@ -281,34 +281,46 @@ def test_hydrant_and_bocca_send_their_failed_items_to_the_error_sink(procs, tmp_
 
 
 
-def test_a_failed_item_is_acknowledged_only_once_its_error_record_is_stored(procs, tmp_path):
-    """Over ZeroMQ the notch holds the acknowledgement of a failed item until the error
-    sink has its record: until then the source's run is not complete."""
-    gate, records = tmp_path / 'gate', tmp_path / 'errors.jsonl'
+@pytest.mark.parametrize('stage', ['notch', 'bocca'])
+def test_a_failed_item_is_acknowledged_only_once_its_error_record_is_stored(
+        procs, tmp_path, stage):
+    """Over ZeroMQ a stage holds the acknowledgement of a failed item until the error sink
+    has its record: until then the source's run is not complete."""
+    gate, records, stored = tmp_path / 'gate', tmp_path / 'errors.jsonl', tmp_path / 'ok'
     port = free_port()
     source = procs.start(['rz-hydrant', '--out', f'tcp://127.0.0.1:{port}',
                           'fixtures_funcs:numbers', '40'],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    notch, sink = procs.pipeline(
-        ['rz-notch', '--in', f'tcp://127.0.0.1:{port}', '--errors',
-         'fixtures_backends:WaitForFile', 'fixtures_options:poison_13'],
-        ['rz-bocca'], env={'WAIT_GATE': str(gate), 'WAIT_PATH': str(records)})
-    out = []
-    wait_for(lambda: out.extend(sink.stdout.readline() for _ in range(39)) or len(out) == 39,
-             timeout=30, what='the 39 good items at the sink')
-    # without the hold the run completes within milliseconds of the sink's writes; with
-    # it, not while item 13's record waits at the gate: watch for a second to see
+    errors = ['--errors', 'fixtures_backends:WaitForFile']
+    env = {'WAIT_GATE': str(gate), 'WAIT_PATH': str(records)}
+    if stage == 'notch':
+        # item 13 fails in the function
+        failing, sink = procs.pipeline(
+            ['rz-notch', '--in', f'tcp://127.0.0.1:{port}', *errors,
+             'fixtures_options:poison_13'], ['rz-bocca', f'jsonl:{stored}'], env=env)
+        expected = 13
+    else:
+        # item 3 can never be written by the sink
+        failing = sink = procs.start(
+            ['rz-bocca', '--in', f'tcp://127.0.0.1:{port}', *errors, '--args',
+             json.dumps([str(stored)]), 'fixtures_backends:FailOnThree'],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+        expected = 3
+    wait_for(lambda: stored.exists() and len(stored.read_text().splitlines()) == 39,
+             timeout=30, what='the 39 good items stored')
+    # without the hold the run completes within milliseconds of the last write; with it,
+    # not while the failed item's record waits at the gate: watch for a second to see
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         assert 'complete' not in stderr_of(source) and source.poll() is None
         time.sleep(0.02)
     gate.touch()
     assert source.wait(timeout=30) == 0
-    assert 'run ' in stderr_of(source) and ' complete: 40 items' in stderr_of(source)
-    assert notch.wait(timeout=30) == 1
-    sink.communicate(timeout=30)
+    assert ' complete: 40 items' in stderr_of(source)
+    assert failing.wait(timeout=30) == 1
+    sink.wait(timeout=30)
     record, = [json.loads(line) for line in records.read_text().splitlines()]
-    assert record['item'] == 13
+    assert record['item'] == expected
 
 
 def test_only_the_item_that_kills_its_worker_is_quarantined(procs):

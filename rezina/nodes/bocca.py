@@ -86,7 +86,8 @@ class Bocca(Node):
         # stall this node's heartbeat; `lock` guards what both threads change
         self.lock = threading.Lock()
         self.written_batches = deque()   # wire batches now written, to acknowledge
-        self.failed_items = []           # (id, item, type, reason, attempts) to report
+        self.failed_items = []           # (id, item, type, reason, attempts, batch)
+        self.held = {}                   # id(batch) -> [batch, ticket, written]
         self.writing = False
         self.writer_error = None
         self.write_wanted = threading.Event()
@@ -102,7 +103,7 @@ class Bocca(Node):
         except ValueError as exc:
             items, bad = [], [(i, str(exc)) for i in range(batch.count)]
         for index, reason in bad:
-            self._failed(batch.item_id(index), None, 'DecodeError', reason)
+            self._failed(batch.item_id(index), None, 'DecodeError', reason, batch=batch)
         ids = protocol.seqs_without(batch.seqs(), bad) if bad else None
         now = time.monotonic()
         if self.first_at is None:
@@ -113,17 +114,24 @@ class Bocca(Node):
             self.pending.append([batch, items, ids, 0])     # 0: items written so far
             self.pending_items += len(items)
 
-    def _failed(self, item_id, item, kind, reason, attempts=0):
+    def _failed(self, item_id, item, kind, reason, attempts=0, batch=None):
         """Called in either thread; the report is made in the main thread."""
         with self.lock:
-            self.failed_items.append((item_id, item, kind, reason, attempts))
+            self.failed_items.append((item_id, item, kind, reason, attempts, batch))
         self.loop.wake()
 
     def step(self):
-        while self.written_batches:
-            self.input.ack(self.written_batches.popleft())
         if self.failed_items:
             self._report_failures()
+        if self.held:
+            self._release_held()
+        while self.written_batches:
+            batch = self.written_batches.popleft()
+            hold = self.held.get(id(batch))
+            if hold is None:
+                self.input.ack(batch)
+            else:
+                hold[2] = True      # acknowledged once its error records are stored
         if self.writer_error is not None:
             raise self.writer_error
         if not self.pending or self.writing:
@@ -140,10 +148,23 @@ class Bocca(Node):
         return None
 
     def _report_failures(self):
+        """Report failed items; with --errors, the wire batch of each is held back from
+        acknowledgement until its error record is stored."""
         with self.lock:
             failed, self.failed_items = self.failed_items, []
-        for item_id, item, kind, reason, attempts in failed:
-            self.failures.report(item_id, item, kind, reason, attempts=attempts)
+        for item_id, item, kind, reason, attempts, batch in failed:
+            ticket = self.failures.report(item_id, item, kind, reason, attempts=attempts)
+            if ticket is not None and batch is not None:
+                hold = self.held.setdefault(id(batch), [batch, ticket, False])
+                hold[1] = ticket
+
+    def _release_held(self):
+        settled = self.failures.settled
+        for key, (batch, ticket, written) in list(self.held.items()):
+            if ticket <= settled:
+                del self.held[key]
+                if written:
+                    self.input.ack(batch)
 
     def _writer(self):
         """The writer thread: one pass over the pending items each time it is asked."""
@@ -243,7 +264,7 @@ class Bocca(Node):
         head, _ = self._take(1, skip=0)
         (entry, index, _), = head
         self._failed(f"{entry[0].run}:{_seq_of(entry, index)}", entry[1][index], 'SinkError',
-                     why, attempts)
+                     why, attempts, batch=entry[0])
         self._written(head, 1, stored=False)
 
     def _write(self, parts):
@@ -277,6 +298,8 @@ class Bocca(Node):
         """A bocca has no output."""
 
     def done(self):
+        if self.held and not self.drain_expired():
+            return False                # error records still on their way to --errors
         if self.writing or self.written_batches:
             if not self.drain_expired():
                 return False
