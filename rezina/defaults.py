@@ -24,8 +24,9 @@ RETRY_BASE = 0.1                # seconds: the most a first retry waits (full ji
 RETRY_MAX = 10.0                # seconds: the most any retry waits
 
 FAILURE_LINES_PER_SECOND = 10   # failed items shown on stderr a second; the rest counted
-ERROR_WRITE_TRIES = 5           # tries of one --errors write before its records are lost
-ERROR_WRITE_BACKOFF = 0.1       # seconds before the second try, doubling after each
+ERROR_WRITE_TRIES = 10          # tries of one --errors write before its records are lost
+ERROR_WRITE_BACKOFF = 0.1       # seconds before the second try, doubling after each ...
+ERROR_WRITE_BACKOFF_MAX = 10.0  # ... up to this: the tries span about 40 s
 ERROR_WRITE_MAX = 1000          # most records in one --errors write
 
 LINGER_MS = 2000                # how long a closing socket may flush its queue

@@ -69,7 +69,8 @@ def check_interval(seconds, shown=None):
     except (TypeError, ValueError):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ScheduleError(f"--every {str(shown)!r}: expected a number of seconds above 0")
+        raise ScheduleError(f"--every {str(shown)!r}: expected a finite number of seconds "
+                            f"above 0")
     if seconds < MIN_INTERVAL:
         raise ScheduleError(f"--every {str(shown)!r}: expected at least {MIN_INTERVAL} seconds")
     if seconds > MAX_INTERVAL:

@@ -98,3 +98,25 @@ def test_schedule_options_that_cannot_work_are_usage_errors(procs, argv, says):
     proc.communicate(timeout=30)
     assert proc.returncode == 2, stderr_of(proc)
     assert says in stderr_of(proc)
+
+
+def test_a_run_cut_short_by_a_stop_is_reported_as_stopped_not_complete(procs, tmp_path):
+    """A source waiting on downstream credit when it is stopped: its run did not reach the
+    end of the source, whatever was acknowledged of it."""
+    port, out = free_port(), tmp_path / 'out.jsonl'
+    source = procs.start(['rz-hydrant', '--out', f'tcp://127.0.0.1:{port}', '--name', 'big',
+                          'fixtures_funcs:numbers', '1000000'],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    notch, sink = procs.pipeline(
+        ['rz-notch', '--in', f'tcp://127.0.0.1:{port}', 'fixtures_funcs:slow_identity'],
+        ['rz-bocca', f'jsonl:{out}'])
+    wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 10, timeout=30,
+             what='items at the sink')
+    source.send_signal(signal.SIGTERM)
+    assert source.wait(timeout=30) == 0
+    log = stderr_of(source)
+    assert re.search(r'run big/\S+ stopped after \d+ items', log), log
+    assert 'complete' not in log
+    for proc in (notch, sink):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -116,14 +116,23 @@ def test_periodic_source_runs_on_the_grid_until_stopped(procs):
     assert all((b - a) % 60 == 1 for a, b in zip(seconds, seconds[1:]))
 
 
-def test_ctrl_c_stops_a_shell_pipeline_within_two_seconds(procs):
-    chain = procs.pipeline(
-        ['rz-hydrant', '--every', '0.05', 'fixtures_funcs:numbers', '100'],
-        ['rz-notch', '-p', '2', 'fixtures_funcs:slow_identity'], ['rz-bocca'])
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_a_shell_pipeline_drains_it_within_two_seconds(procs, signum):
+    """What a terminal's Ctrl-C does (SIGINT), or timeout(1) and systemd (SIGTERM): the
+    signal reaches the whole process group, the notch's workers included."""
+    stages = [['rz-hydrant', '--every', '0.05', 'fixtures_funcs:numbers', '100'],
+              ['rz-notch', '-p', '2', 'fixtures_funcs:slow_identity'], ['rz-bocca']]
+    chain, upstream = [], subprocess.DEVNULL
+    for index, args in enumerate(stages):
+        group = {'process_group': 0} if not chain else {'process_group': chain[0].pid}
+        proc = procs.start(args, stdin=upstream, stdout=subprocess.PIPE, **group)
+        if chain:
+            chain[-1].stdout.close()
+        upstream = proc.stdout
+        chain.append(proc)
     sink = chain[-1]
     assert sink.stdout.readline()            # items are flowing
-    for proc in chain:                       # what a terminal's Ctrl-C does
-        proc.send_signal(signal.SIGINT)
+    os.killpg(chain[0].pid, signum)
     stopped = time.monotonic()
     codes = [proc.wait(timeout=10) for proc in chain]
     assert time.monotonic() - stopped < 2.0
@@ -134,5 +143,6 @@ def test_ctrl_c_stops_a_shell_pipeline_within_two_seconds(procs):
     sent = sum(int(n) for n in re.findall(r'complete: (\d+) items', log))
     sent += sum(int(n) for n in re.findall(r'stopped after (\d+) items', log))
     assert 1 + len(rest.splitlines()) == sent
+    assert 'was killed by' not in stderr_of(chain[1])     # the workers drained too
     for proc in chain:
         assert 'Traceback' not in stderr_of(proc)

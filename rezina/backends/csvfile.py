@@ -200,7 +200,7 @@ class CsvFile(StorageBackend):
                 dropped.append(key)
             else:
                 row[index] = cell(value)
-        if dropped and len(dropped) == len(item):
+        if dropped and len(dropped) == len(item):   # ({} is an empty row: it holds nothing)
             # a row of empty cells would lose the whole item: it fails alone instead
             raise _NotARow(f"none of its keys ({', '.join(map(repr, dropped[:5]))}) is in "
                            f"the file's header")

@@ -311,7 +311,8 @@ class Bocca(Node):
             log.warning("%s: stopping with %d items not written; they were not "
                         "acknowledged", self.name, self.abandoned)
             return True
-        return self.input_finished()
+        # everything that came in is written: a drain that outlasts the input is done
+        return self.input_finished() or self.drain_expired()
 
     def serve(self):
         self.sink.open()

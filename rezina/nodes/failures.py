@@ -27,6 +27,7 @@ LINES_PER_SECOND = defaults.FAILURE_LINES_PER_SECOND
 WRITE_TRIES = defaults.ERROR_WRITE_TRIES
 BACKOFF = defaults.ERROR_WRITE_BACKOFF
 MAX_WRITE = defaults.ERROR_WRITE_MAX
+LOST_IDS_SHOWN = 20         # ids of lost error records named in the log line
 _CLOSE = object()           # the writer thread's cue to finish
 
 
@@ -162,7 +163,8 @@ class Failures:
         reason = None
         for attempt in range(WRITE_TRIES):
             if attempt:
-                time.sleep(self._backoff * 2 ** (attempt - 1))  # the sink's backoff
+                time.sleep(min(defaults.ERROR_WRITE_BACKOFF_MAX,
+                               self._backoff * 2 ** (attempt - 1)))
             try:
                 self._sink.write(records)
             except Exception as exc:     # a node outlives its error sink
@@ -176,8 +178,11 @@ class Failures:
             self._written += len(records)
             return
         self._lost += len(records)
-        self.log.warning("%s: lost %d error records: --errors %s: %s",
-                         self.name, len(records), self.spec, reason)
+        ids = ', '.join(str(item_id) for item_id, _, _ in records[:LOST_IDS_SHOWN])
+        more = f" and {len(records) - LOST_IDS_SHOWN} more" if len(
+            records) > LOST_IDS_SHOWN else ""
+        self.log.error("%s: lost %d error records (items %s%s): --errors %s: %s",
+                       self.name, len(records), ids, more, self.spec, reason)
 
     def _close_sink(self):
         try:

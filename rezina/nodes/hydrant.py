@@ -193,6 +193,7 @@ class Hydrant(Node):
             return
         run.exhausted = True
         run.error = mark.error
+        run.cut = mark.cut
         self._check_complete(run)
 
     def _emit(self, run, items):
@@ -227,6 +228,14 @@ class Hydrant(Node):
             self.given += want
             self.permits.give(want)
 
+    def _unwritable(self, item_id, reason):
+        """An item --format json could not write: it counts in its run's failures."""
+        super()._unwritable(item_id, reason)
+        run = self.runs.get(item_id.rpartition(':')[0])
+        if run is not None:
+            run.failed += 1
+            self.failed_items += 1
+
     def on_acked(self, batch):
         run = self.runs.get(batch.run)
         if run is not None:
@@ -243,6 +252,9 @@ class Hydrant(Node):
             self.failed_runs += 1
             log.error("%s: run %s failed after %d items in %.2f s: %s", self.name, run.id,
                       run.items, seconds, run.error)
+        elif run.cut:
+            log.warning("%s: run %s stopped after %d items in %.2f s", self.name, run.id,
+                        run.items, seconds)
         else:
             log.info("%s: run %s complete: %d items in %.2f s, %d failed", self.name,
                      run.id, run.items, seconds, run.failed)

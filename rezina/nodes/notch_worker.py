@@ -362,8 +362,10 @@ def child_main(sock, spec, lanes, slots, close_fds, mode='threads', retries=0):
     try:
         die_with_parent()
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent drains on Ctrl-C
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # a Ctrl-C, or a SIGTERM to the process group (timeout(1), systemd), is the
+        # parent's to handle: it drains, then ends its workers by closing their sockets
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         for fd in close_fds:
             try:

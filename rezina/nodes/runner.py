@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 class RunMark:
     """A run's start or end, in the stream of items a puller hands to the main thread."""
 
-    __slots__ = ('run', 'end', 'error')
+    __slots__ = ('run', 'end', 'error', 'cut')
 
-    def __init__(self, run, end=False, error=None):
+    def __init__(self, run, end=False, error=None, cut=False):
         self.run = run
         self.end = end
         self.error = error
+        self.cut = cut          # the end came from a stop, not from the source's end
 
 
 class Chunk(list):
@@ -36,7 +37,7 @@ class Run:
     """One firing of the source."""
 
     __slots__ = ('id', 'label', 'started', 'next_seq', 'items', 'failed', 'acked',
-                 'exhausted', 'error', 'ended')
+                 'exhausted', 'error', 'ended', 'cut')
 
     def __init__(self, run_id, label):
         self.id = run_id
@@ -49,6 +50,7 @@ class Run:
         self.exhausted = False
         self.error = None
         self.ended = None
+        self.cut = False       # stopped before the source's end
 
     @property
     def complete(self):
@@ -163,42 +165,46 @@ class Puller(threading.Thread):
     def _pull(self, run):
         self._hand(RunMark(run))
         error = None
+        exhausted = True
         try:
             source = self.func(*self.args, **self.kwargs)
             if inspect.iscoroutine(source) or inspect.isasyncgen(source):
                 import asyncio          # only for async sources: the import costs 15 ms
-            if inspect.iscoroutine(source):          # async def returning an iterable
+            if inspect.iscoroutine(source):                 # async def returning an iterable
                 source = asyncio.run(source)
             if inspect.isasyncgen(source):
-                asyncio.run(self._pull_async(source))
+                exhausted = asyncio.run(self._pull_async(source))
             else:
-                self._pull_sync(source)
+                exhausted = self._pull_sync(source)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.debug("run %s raised:\n%s", run.id, traceback.format_exc())
         self.busy = False       # before the end mark: the main thread may give another run
-        self._hand(RunMark(run, end=True, error=error))
+        self._hand(RunMark(run, end=True, error=error, cut=not exhausted))
 
     def _hand_sequence(self, sequence):
-        """Hand a sequence over in slices as large as the permits: it cannot block."""
+        """Hand a sequence over in slices as large as the permits: it cannot block.
+        True once all of it is handed over; False if a stop came first."""
         position = 0
         while position < len(sequence):
             budget = self.permits.take()
             if not budget:
-                return
+                return False
             chunk = Chunk(sequence[position:position + budget])
             position += len(chunk)
             self.bulk = True
             self._hand(chunk)
             if budget > len(chunk):
                 self.permits.give(budget - len(chunk))
+        return True
 
     def _pull_sync(self, iterable):
+        """Pull the items of iterable against permits: True once it is exhausted, False
+        if a stop came first."""
         if iterable is None:
-            return
+            return True
         if type(iterable) in (list, tuple, range):
-            self._hand_sequence(iterable)
-            return
+            return self._hand_sequence(iterable)
         iterator = iter(iterable)
         hand = self.handoff.append
         budget = 0
@@ -207,11 +213,11 @@ class Puller(threading.Thread):
                 if not budget:
                     budget = self.permits.take()
                     if not budget:
-                        return
+                        return False
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    return
+                    return True
                 budget -= 1
                 hand(item)
                 if not self.woken:
@@ -231,11 +237,11 @@ class Puller(threading.Thread):
                 if not budget:
                     budget = await to_thread(self.permits.take)
                     if not budget:
-                        return
+                        return False
                 try:
                     item = await generator.__anext__()
                 except StopAsyncIteration:
-                    return
+                    return True
                 budget -= 1
                 hand(item)
                 if not self.woken:
