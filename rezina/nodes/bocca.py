@@ -31,6 +31,8 @@ Options:
                          default a line each on stderr.
   --name=NAME            The node's name in logs (by default the SINK).
   --path=DIR             Also import from DIR (after the current directory).
+  --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
+                         status and the worker's requests.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -96,6 +98,9 @@ class Bocca(Node):
 
     def load(self):
         return self.pending_items
+
+    def counters(self):
+        return {'stored': self.stored, 'in_flight': self.pending_items}
 
     def on_batch(self, batch):
         try:
@@ -356,6 +361,7 @@ def _serve(args):
     bocca = Bocca(name, sink, mode, batch_size, flush_interval,
                   Failures(name, args['--errors']))
     try:
+        bocca.attach_control(args['--control-fd'])
         window = max(defaults.CREDIT_MAX, 2 * batch_size)
         bocca.open_inputs(inputs, window, producers)
         return bocca.serve()

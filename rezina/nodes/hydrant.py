@@ -26,6 +26,8 @@ Options:
   --errors=SINK          Where failed items go, as records (any SINK of rz-bocca but
                          stdout); by default a line each on stderr.
   --path=DIR             Also import from DIR (after the current directory).
+  --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
+                         status and the worker's requests.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -258,9 +260,19 @@ class Hydrant(Node):
         else:
             log.info("%s: run %s complete: %d items in %.2f s, %d failed", self.name,
                      run.id, run.items, seconds, run.failed)
+        if self.control is not None:
+            state = 'failed' if run.error else 'stopped' if run.cut else 'complete'
+            self.control.send({'op': 'run', 'run': run.id, 'state': state,
+                               'items': run.items, 'failed': run.failed,
+                               'seconds': round(seconds, 3), 'error': run.error})
         tick = self.overlap.run_ended()
         if tick is not None and not self.stop_requested:
             self._fire(tick)
+
+    def counters(self):
+        return {'items_out': self.drained, 'runs_in_flight': len(self.runs),
+                'fired': self.overlap.fired, 'skipped': self.overlap.skipped,
+                'missed': self.schedule.missed}
 
     # ending
 
@@ -348,6 +360,7 @@ def build(args):
     name = args['--name'] or default_name(spec, func_args, kwargs)
     hydrant = Hydrant(name, func, func_args, kwargs, schedule, args['--run-id'],
                       args['--overlap'], Failures(name, args['--errors']))
+    hydrant.attach_control(args['--control-fd'])
     hydrant.open_output(out)
     return hydrant
 

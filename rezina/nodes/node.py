@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -14,7 +15,8 @@ from collections import deque
 import zmq
 
 from rezina import defaults
-from rezina.errors import UsageError
+from rezina.errors import RezinaError, UsageError
+from rezina.nodes.control import Control, control_socket
 from rezina.nodes.failures import Failures
 from rezina.pipe.endpoint import parse_endpoint
 from rezina.pipe.inbox import Inbox
@@ -101,6 +103,8 @@ class Node:
         self.backlog = deque()     # batches read from stdin, not yet taken
         self.stop_requested = False
         self.stop_requested_at = None
+        self.control = None        # the channel to rz-worker, with --control-fd
+        self._next_status = 0.0
         self._next_tick = 0.0
         self._writing = False
 
@@ -115,6 +119,40 @@ class Node:
         port = Port(self._context(), endpoint, self.name)
         self.network.add_port(port, edge)
         self.loop.watch(port.socket, lambda sock, events: self.network.receive(port))
+        if port.bound and self.control is not None:
+            self.control.send({'op': 'bound', 'endpoint': port.address})
+
+    # the channel to rz-worker
+
+    def attach_control(self, text):
+        """Serve `--control-fd` text, if given (before the edges are opened)."""
+        if text is not None:
+            self.control = Control(control_socket(text), self.loop, self._on_control)
+
+    def _on_control(self, record):
+        op = record.get('op')
+        if op == 'connect' and isinstance(self.input, Inbox):
+            for text in record.get('endpoints') or ():
+                try:
+                    endpoint = parse_endpoint(str(text), '--in', bind_by_default=False)
+                    self._add_port(endpoint, self.input)
+                except RezinaError as exc:
+                    log.warning("%s: control: cannot connect %r: %s", self.name, text, exc)
+                    continue
+                log.info("%s: connected to %s", self.name, endpoint.address)
+        elif op == 'stop':
+            self.loop.request_stop(signal.SIGTERM)
+        else:
+            log.warning("%s: control: %r is not an operation here: ignored", self.name, op)
+
+    def status(self):
+        """What the worker's heartbeat reports of this node."""
+        return {'op': 'status', 'node': self.name, 'pid': os.getpid(),
+                'stopping': self.stop_requested, 'failed': self.failures.count,
+                **self.counters()}
+
+    def counters(self):
+        return {}
 
     def open_output(self, endpoint):
         """The node's output: a PipeWriter on stdout or an Outbox on a ZeroMQ port."""
@@ -218,6 +256,9 @@ class Node:
         if now >= self._next_tick:
             self.network.tick()
             self._next_tick = now + defaults.HEARTBEAT_INTERVAL / 4
+            if self.control is not None and now >= self._next_status:
+                self.control.send(self.status(), replaceable=True)
+                self._next_status = now + defaults.HEARTBEAT_INTERVAL
 
     def input_truncated(self):
         """True, after saying so, when stdin ended without its end-of-stream record."""
@@ -273,6 +314,9 @@ class Node:
             self.loop.poll(tick if wait is None else min(wait, tick))
 
     def close(self):
+        if self.control is not None:
+            self.control.send(self.status())
+            self.control.close()
         if isinstance(self.input, Inbox):
             self.input.leave()
         if isinstance(self.output, PipeWriter):

@@ -34,6 +34,8 @@ Options:
   --ids                  With --format json, write each item as {"id": ID, "item": ITEM}.
   --name=NAME            The node's name in logs (by default FUNC).
   --path=DIR             Also import from DIR (after the current directory).
+  --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
+                         status and the worker's requests.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -93,6 +95,10 @@ class Notch(Node):
         pool = self.pool
         return (pool.queued_items + pool.assigned_items + self.held_items
                 + self.output.pending_items)
+
+    def counters(self):
+        return {'items_in': self.items_in, 'items_out': self.items_out,
+                'in_flight': self.load()}
 
     def on_batch(self, batch):
         if self.first_at is None:
@@ -227,6 +233,7 @@ def _serve(args):
     notch = Notch(name, spec, processes, lanes, max_deliveries, mode, retries,
                   args['--keep-order'], Failures(name, args['--errors']))
     try:
+        notch.attach_control(args['--control-fd'])
         notch.open_output(out)
         notch.open_inputs(inputs, notch.window(), producers)
         return notch.serve()

@@ -73,6 +73,13 @@ class Loop:
             signal.signal(signum, record)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
+    def request_stop(self, signum):
+        """A stop asked for in other ways than a signal (rz-worker's control channel),
+        taken as if signum had arrived."""
+        if not self.signalled:
+            self.signalled, self._signalled_at = signum, time.monotonic()
+            self.wake()
+
     def poll(self, timeout):
         """Wait up to timeout seconds (None: forever) and dispatch what is ready."""
         ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
