@@ -31,3 +31,8 @@ ERROR_WRITE_MAX = 1000          # most records in one --errors write
 
 LINGER_MS = 2000                # how long a closing socket may flush its queue
 DRAIN_TIMEOUT = 30.0            # how long a stop waits for in-flight items
+
+RESTART_BACKOFF = 1.0           # seconds before a worker restarts a node, doubling ...
+RESTART_BACKOFF_MAX = 60.0      # ... up to this
+FAIL_AFTER = 5                  # abnormal exits within FAIL_WINDOW that mark a node FAILED
+FAIL_WINDOW = 60.0              # seconds

@@ -1,0 +1,1 @@
+"""The control plane: what rz-worker and rz-master are built from."""
