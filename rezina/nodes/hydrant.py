@@ -74,11 +74,10 @@ class Hydrant(Node):
 
     def __init__(self, name, func, args, kwargs, schedule, run_id, overlap='skip',
                  failures=None):
-        super().__init__(name)
+        super().__init__(name, failures)
         self.func = (func, args, kwargs)
         self.schedule = schedule
         self.run_id = run_id
-        self.failures = failures or Failures(name)
         self.runs = {}
         self.overlap = Overlap(overlap, name)
         self.permits = Permits()
