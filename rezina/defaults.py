@@ -2,6 +2,7 @@
 
 CONTROL_PORT = 12345
 HTTP_PORT = 31218
+MASTER_ANSWER_TIMEOUT = 3.0     # seconds a client waits for rz-master's answer
 
 HEARTBEAT_INTERVAL = 1.0        # seconds between heartbeats on a ZeroMQ link
 PEER_LOST_AFTER = 3.0           # a remote peer silent this long is lost
