@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from fakemaster import Master
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 
@@ -88,6 +90,22 @@ def opened():
     yield open_one
     for sink in sinks:
         sink.close()
+
+
+@pytest.fixture
+def master():
+    """A stand-in rz-master: master(answer) starts one; see fakemaster.py."""
+    started = []
+
+    def start(answer):
+        server = Master(answer)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
 
 
 def finish(proc, timeout=60):

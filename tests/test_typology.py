@@ -1,0 +1,102 @@
+"""TypologyBuilder: the original API's signatures, what it refuses, and the requests it
+makes of a stand-in master on loopback."""
+
+import datetime
+import time
+
+import pytest
+
+import fixtures_typology as ws
+from rezina import TypologyBuilder
+from rezina.backends import Null, PlainFile, Stdout, StorageBackend
+from rezina.errors import RezinaError
+from rezina.typology import TypologyError
+
+
+def weather(port=1):
+    return (TypologyBuilder('127.0.0.1', port, 'weather')
+            .add_hydrant(ws.get_cities)
+            .add_notch(ws.get_city_weather, 2, 5)
+            .add_notch(ws.Shouter.shout)
+            .add_bocca(Stdout, persistent_mode='stream'))
+
+
+def test_the_original_example_builds_its_spec():
+    spec = weather().spec(start_time='2016-12-03 20:18:10', interval=10)
+    assert spec['name'] == 'weather'
+    assert spec['sources'] == [{'target': 'fixtures_typology:get_cities', 'args': [],
+                                'kwargs': {}}]
+    assert spec['notches'] == [
+        {'target': 'fixtures_typology:get_city_weather', 'processes': 2, 'threads': 5},
+        {'target': 'fixtures_typology:Shouter.shout', 'processes': 1, 'threads': 1}]
+    assert spec['bocca'] == {'target': 'rezina.backends.textfiles:Stdout', 'args': [],
+                             'kwargs': {}, 'processes': 1, 'mode': 'stream'}
+    start = datetime.datetime(2016, 12, 3, 20, 18, 10).timestamp()    # local time
+    assert spec['schedule'] == {'start': start, 'interval': 10.0, 'cron': None}
+
+
+def test_several_sources_a_bound_method_a_user_backend_and_cron():
+    spec = (TypologyBuilder('127.0.0.1', 1, 'two')
+            .add_hydrant(ws.get_cities).add_hydrant(ws.get_cities, args=(3,),
+                                                    kwargs={'x': 1})
+            .add_notch(ws.Shouter().shout)
+            .add_bocca(ws.Rows, args=('a',)).spec(cron='*/5 * * * *'))
+    assert [s['args'] for s in spec['sources']] == [[], [3]]
+    assert spec['notches'][0]['target'] == 'fixtures_typology:Shouter.shout'
+    assert spec['bocca']['target'] == 'fixtures_typology:Rows'
+    assert spec['schedule']['cron'] == '*/5 * * * *'
+    assert all(issubclass(c, StorageBackend) for c in (Stdout, PlainFile, Null))
+
+
+@pytest.mark.parametrize('build, says', [
+    (lambda: TypologyBuilder('h', 1, 'a::b'), "typology name 'a::b'"),
+    (lambda: TypologyBuilder('h', 1, 'x').add_bocca(Null).spec(), 'has no hydrant'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_hydrant(ws.get_cities).spec(), 'has no bocca'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_notch(lambda item: item),
+     'add_notch: <lambda>.<locals>.<lambda> is a lambda or defined inside a function'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_notch(ws.make_closure()),
+     'is a lambda or defined inside a function'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_notch(ws.get_city_weather, 0),
+     'add_notch: process_num 0'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_bocca(Null, persistent_mode='now'),
+     "persistent_mode 'now'"),
+    (lambda: weather().spec(interval=5, cron='* * * * *'), 'two schedules'),
+    (lambda: weather().spec(interval=-1), "--every '-1'"),
+    (lambda: weather().spec(cron='61 * * * *'), "--cron '61 * * * *'"),
+    (lambda: TypologyBuilder('h', 1, 'x').add_notch('mod:f'), 'is not a function'),
+])
+def test_what_cannot_be_a_typology_is_refused_with_a_clear_error(build, says):
+    with pytest.raises(RezinaError) as caught:
+        build()
+    assert says in str(caught.value)
+    assert '\n' not in str(caught.value)
+
+
+def test_a_function_of_the_script_being_run_is_refused():
+    def fake():
+        pass
+    fake.__module__, fake.__qualname__ = '__main__', 'fake'
+    with pytest.raises(TypologyError, match='defined in the script being run'):
+        TypologyBuilder('h', 1, 'x').add_hydrant(fake)
+
+
+def test_start_restart_and_stop_ask_the_master(master):
+    server = master(lambda h: {'rid': h['rid'], 'ok': True, 'result': h['op']})
+    tb = weather(server.port)
+    assert tb.restart(start_time='2016-12-03 20:18:10', interval=10) == 'restart'
+    assert tb.start(cron='0 * * * *') == 'start'
+    assert tb.stop() == 'stop'
+    ops = [(h['op'], sorted(h['args'])) for h in server.seen]
+    assert ops == [('restart', ['spec']), ('start', ['spec']), ('stop', ['typology'])]
+    assert server.seen[0]['args']['spec']['schedule']['interval'] == 10.0
+
+
+def test_a_master_that_does_not_answer_within_3_s_is_named(master):
+    server = master(lambda h: None)             # takes the request, never answers
+    tb = weather(server.port)
+    began = time.monotonic()
+    with pytest.raises(RezinaError) as caught:
+        tb.start(interval=10)
+    assert str(caught.value) == \
+        f"no answer from rz-master at 127.0.0.1:{server.port} within 3 s"
+    assert 2.5 < time.monotonic() - began < 10
