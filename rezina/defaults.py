@@ -32,6 +32,8 @@ ERROR_WRITE_MAX = 1000          # most records in one --errors write
 
 LINGER_MS = 2000                # how long a closing socket may flush its queue
 DRAIN_TIMEOUT = 30.0            # how long a stop waits for in-flight items
+DRAIN_GRACE = 0.5               # how long a stopping consumer waits for its producers to
+                                # say they are stopping too (then it reads on to their end)
 
 RESTART_BACKOFF = 1.0           # seconds before a worker restarts a node, doubling ...
 RESTART_BACKOFF_MAX = 60.0      # ... up to this

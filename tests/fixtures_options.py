@@ -80,3 +80,9 @@ def exit_on_five_slowly(item):
         os._exit(3)
     time.sleep(0.1)
     return item
+
+
+def quarter_second(item):
+    """Takes 0.25 s: a stage that needs longer than DRAIN_GRACE to finish what it holds."""
+    time.sleep(0.25)
+    return item

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import stderr_of, wait_for
+from test_edges import free_port, stored
 
 from rezina import exitcodes
 
@@ -146,3 +147,30 @@ def test_a_signal_to_a_shell_pipeline_drains_it_within_two_seconds(procs, signum
     assert 'was killed by' not in stderr_of(chain[1])     # the workers drained too
     for proc in chain:
         assert 'Traceback' not in stderr_of(proc)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_a_pipeline_over_zeromq_drains_it_too(procs, signum, tmp_path):
+    """The same signal to stages joined by endpoints: each producer says it is stopping
+    (DRAIN), so each consumer reads on to its producers' end instead of leaving them
+    with items no one takes."""
+    first, second = free_port(), free_port()
+    db = tmp_path / 'out.db'
+    stages = [['rz-hydrant', '--every', '0.05', '--out', f'tcp://127.0.0.1:{first}',
+               'fixtures_funcs:numbers', '100'],
+              ['rz-notch', '-t', '2', '--in', f'tcp://127.0.0.1:{first}', '--out',
+               f'tcp://127.0.0.1:{second}', 'fixtures_options:quarter_second'],
+              ['rz-bocca', '--in', f'tcp://127.0.0.1:{second}', f'sqlite:{db}']]
+    chain = []
+    for args in stages:
+        group = {'process_group': 0} if not chain else {'process_group': chain[0].pid}
+        chain.append(procs.start(args, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, **group))
+    wait_for(lambda: len(stored(db)) >= 10, timeout=30, what='items at the sink')
+    os.killpg(chain[0].pid, signum)     # the notch holds more than DRAIN_GRACE of work
+    codes = [proc.wait(timeout=30) for proc in chain]
+    assert codes == [0, 0, 0], [stderr_of(proc) for proc in chain]
+    log = stderr_of(chain[0])
+    sent = sum(int(n) for n in re.findall(r'complete: (\d+) items', log))
+    sent += sum(int(n) for n in re.findall(r'stopped after (\d+) items', log))
+    assert len(stored(db)) == sent

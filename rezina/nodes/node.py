@@ -206,8 +206,17 @@ class Node:
         pipe is read to its end even when stopping: the stage before it is stopping too,
         and what it sends on its way out must not meet a closed pipe."""
         if isinstance(self.input, Inbox):
-            return self.input.ended() or self.stop_requested
+            return self.input.ended() or (self.stop_requested and not self._reading_on())
         return self.input.ended() and not self.backlog
+
+    def _reading_on(self):
+        """Stopping over ZeroMQ: go on reading while every producer is stopping too, as
+        when one Ctrl-C reaches a whole pipeline (their DRAIN may take DRAIN_GRACE to
+        come); a consumer stopped alone leaves, and its producers give its share to
+        others."""
+        if self.input.all_draining():
+            return True
+        return time.monotonic() - self.stop_requested_at < defaults.DRAIN_GRACE
 
     def _malformed(self, item_id, reason, line=None):
         self.failures.report(item_id, line, 'MalformedLine', reason, attempts=0)
@@ -245,7 +254,8 @@ class Node:
                 self._watch_stdout(output.wants_write)
         inbox = self.input
         if isinstance(inbox, Inbox):
-            inbox.flush(self.load() if not self.stop_requested else inbox.window)
+            taking = not self.stop_requested or self._reading_on()
+            inbox.flush(self.load() if taking else inbox.window)
         elif isinstance(inbox, PipeReader):
             if self.backlog:
                 self._take_backlog()
@@ -299,6 +309,8 @@ class Node:
             if self.loop.signalled and not self.stop_requested:
                 self.stop_requested = True
                 self.stop_requested_at = time.monotonic()
+                if isinstance(self.output, Outbox):
+                    self.output.announce_drain()
                 log.info("%s: stopping: finishing the items in flight", self.name)
                 continue
             if self.done():

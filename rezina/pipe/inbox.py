@@ -33,6 +33,8 @@ class Inbox:
             batch.origin = link
             link.granted = max(0, link.granted - batch.count)
             self.on_batch(batch)
+        elif kind == protocol.DRAIN:
+            link.draining = True
         elif kind == protocol.EOS:
             link.eos = True
             self.eos_seen = True
@@ -58,6 +60,7 @@ class Inbox:
     def link_reset(self, link):
         link.granted = 0
         link.eos = False
+        link.draining = False
         link.acks.clear()
         self.heard.add((link.port, link.key))
 
@@ -111,6 +114,12 @@ class Inbox:
         for link in self.network.links_of(self):
             if link.alive:
                 link.send(protocol.BYE)
+
+    def all_draining(self):
+        """True when every live producer that has not ended announced it is stopping:
+        then a stopping consumer reads on to their ends, as on a pipe."""
+        live = [link for link in self.network.links_of(self) if link.alive and not link.eos]
+        return bool(live) and all(link.draining for link in live)
 
     def ended(self):
         """True when every producer heard from (and at least --producers) said EOS; a bound

@@ -22,7 +22,7 @@ class Link:
     """One peer through one port."""
 
     __slots__ = ('port', 'key', 'session', 'node', 'last_seen', 'last_sent', 'alive',
-                 'credit', 'unacked', 'granted', 'eos', 'acks', 'name')
+                 'credit', 'unacked', 'granted', 'eos', 'acks', 'name', 'draining')
 
     def __init__(self, port, key, now):
         self.port = port
@@ -37,6 +37,7 @@ class Link:
         self.granted = 0       # consumer side: credit given and not yet used
         self.eos = False       # consumer side: the producer said end of stream
         self.acks = []         # consumer side: batch numbers to acknowledge
+        self.draining = False  # consumer side: the producer is stopping (DRAIN)
         self.name = port.address
 
     def send(self, kind, header=_NO_HEADER, payload=None, now=None):

@@ -115,6 +115,12 @@ class Outbox:
             return False
         return any(link.alive for link in links)
 
+    def announce_drain(self):
+        """Tell every consumer this producer is stopping: its stream ends soon."""
+        for link in self.network.links_of(self):
+            if link.alive:
+                link.send(protocol.DRAIN)
+
     def finish(self, clean=True):
         """Tell every consumer that no batch will follow."""
         self.eos_sent = True

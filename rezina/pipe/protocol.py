@@ -16,6 +16,7 @@ Kinds and headers:
     EOS     None              producer -> consumer: no batch will follow
     PING    None              both ways, every heartbeat interval
     BYE     None              consumer -> producer: leaving; redeliver what it held
+    DRAIN   None              producer -> consumer: stopping; the stream ends soon (EOS)
 
 Batches are the unit of flow and of acknowledgement: one wire batch carries items of one
 run, and everything done to its items (credit, acks, redelivery) is done per batch.
@@ -32,8 +33,9 @@ ACK = b'A'
 EOS = b'E'
 PING = b'P'
 BYE = b'Q'
+DRAIN = b'D'
 
-KINDS = frozenset((HELLO, CREDIT, BATCH, ACK, EOS, PING, BYE))
+KINDS = frozenset((HELLO, CREDIT, BATCH, ACK, EOS, PING, BYE, DRAIN))
 
 
 def new_session():
