@@ -13,6 +13,10 @@ An abnormal exit is a non-zero status or a signal that stop() did not send. The 
 doubles with each abnormal exit in a row; a run that lasted a whole FAIL_WINDOW starts
 the count again.
 
+A spec with `control=True` gets, at each start, one end of a fresh socketpair as
+`--control-fd N` (appended to its argv); the other end is `node.control_sock` until the
+process ends, when `on_exit(node)` may read its last records and the supervisor closes it.
+
 Children get stdin and stdout on /dev/null (under a worker a node speaks through its
 endpoints) and stderr on a pipe that poll() reads without blocking: the lines go to
 `on_lines(node_id, lines)` (the worker ships them to the master's log) and the last 200
@@ -26,7 +30,8 @@ lives as long as the supervisor (they are not thread-safe anyway).
 
 Every timing decision (RUNNING after 1 s, the backoff, the failure window) reads the
 injected clock, so tests drive them with a fake clock. Only stop() and close() wait in
-real time, for a real process to exit.
+real time, for a real process to exit; terminate() does not wait: poll() reaps the node,
+and sends SIGKILL if it is still there STOP_TIMEOUT s later by the clock.
 """
 
 import collections
@@ -34,6 +39,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -76,12 +82,14 @@ class NodeAlreadyRunning(RezinaError):
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """What to run: argv is a full command line; env adds to the supervisor's own."""
+    """What to run: argv is a full command line; env adds to the supervisor's own;
+    control gives each start a `--control-fd` channel."""
 
     node_id: str
     argv: list
     env: dict = None
     cwd: str = None
+    control: bool = False
 
 
 class Node:
@@ -96,6 +104,8 @@ class Node:
         self.restarts = 0
         self.last_error = None
         self.stopping = False
+        self.kill_at = None                     # clock time terminate() sends SIGKILL
+        self.control_sock = None                # our end of the --control-fd socketpair
         self.streak = 0                         # abnormal exits in a row
         self.failures = collections.deque()     # clock times of recent abnormal exits
         self.tail = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -118,9 +128,10 @@ class Node:
 class Supervisor:
     """Starts nodes, restarts those that exit abnormally, with backoff, and stops them."""
 
-    def __init__(self, clock=time.monotonic, on_lines=None):
+    def __init__(self, clock=time.monotonic, on_lines=None, on_exit=None):
         self.clock = clock
         self.on_lines = on_lines
+        self.on_exit = on_exit
         self.nodes = {}
         self._prctl = _find_prctl()
 
@@ -142,6 +153,11 @@ class Supervisor:
                 if status is not None:
                     self._exited(node, status)
             now = self.clock()
+            if node.proc is not None and node.kill_at is not None and now >= node.kill_at:
+                log.warning("node %s: no exit %s s after SIGTERM; SIGKILL",
+                            node.node_id, STOP_TIMEOUT)
+                _signal(node.proc.pid, signal.SIGKILL)
+                node.kill_at = None
             if node.state == STARTING and now - node.started_at >= RUNNING_AFTER:
                 node.state = RUNNING
             elif node.state == BACKOFF and now >= node.restart_at:
@@ -157,6 +173,20 @@ class Supervisor:
         if node is None:
             raise UnknownNode(f"no node {node_id}")
         return self._stop_all([node], timeout).get(node_id)
+
+    def terminate(self, node_id, timeout=STOP_TIMEOUT):
+        """Stop a node without waiting: SIGTERM now; poll() reaps it, or sends SIGKILL
+        once timeout s have passed by the clock."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise UnknownNode(f"no node {node_id}")
+        if node.proc is None:
+            if node.state == BACKOFF:
+                node.state = STOPPED
+        elif not node.stopping:
+            node.stopping = True
+            node.kill_at = self.clock() + timeout
+            _signal(node.proc.pid, signal.SIGTERM)
 
     def remove(self, node_id, timeout=STOP_TIMEOUT):
         """Stop a node and forget it, so that reports no longer name it."""
@@ -178,15 +208,25 @@ class Supervisor:
         node.restart_at = None
         node.run_lines = 0
         node.partial = b''
+        argv, child_end = spec.argv, None
+        if spec.control:
+            node.control_sock, child_end = socket.socketpair()
+            node.control_sock.setblocking(False)
+            argv = [*argv, '--control-fd', str(child_end.fileno())]
         try:
             node.proc = subprocess.Popen(
-                spec.argv, env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
+                argv, env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(child_end.fileno(),) if child_end else (),
                 preexec_fn=_die_with_parent(self._prctl, os.getpid()))
         except (OSError, subprocess.SubprocessError) as exc:
             node.proc = None
+            self._close_control(node)
             self._failed_run(node, f"cannot start {spec.argv[0]!r}: {exc}")
             return
+        finally:
+            if child_end is not None:
+                child_end.close()           # the child holds its own copy
         os.set_blocking(node.proc.stderr.fileno(), False)
         node.state = STARTING
         log.info("node %s: started, pid %s", node.node_id, node.proc.pid)
@@ -196,9 +236,16 @@ class Supervisor:
         node.proc.returncode = _exit_code(status)   # so Popen never waits on a reused pid
         node.proc.stderr.close()
         node.proc = None
+        if self.on_exit is not None:
+            try:
+                self.on_exit(node)
+            except Exception as exc:            # as for on_lines: nodes come first
+                log.warning("node %s: on_exit failed: %s", node.node_id, exc)
+        self._close_control(node)
         how = describe_exit(status)
         if node.stopping:
             node.stopping = False
+            node.kill_at = None
             node.state = STOPPED
             log.info("node %s: stopped (%s)", node.node_id, how)
         elif status == 0:
@@ -269,6 +316,11 @@ class Supervisor:
                 break
             time.sleep(_REAP_STEP)
         return ended
+
+    def _close_control(self, node):
+        if node.control_sock is not None:
+            node.control_sock.close()
+            node.control_sock = None
 
     def _read_stderr(self, node, to_eof=False):
         """Read what the child wrote to stderr, keep its tail and hand on whole lines."""
