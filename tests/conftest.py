@@ -1,5 +1,6 @@
 """Shared test set-up: run the real commands as processes, and stop every one by pid."""
 
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,25 @@ def procs(tmp_path):
 
 
 @pytest.fixture
+def pipe():
+    """A real os.pipe() as (read fd, write fd, open fds); closes what the test left open."""
+    read_fd, write_fd = os.pipe()
+    fds = {read_fd, write_fd}
+    yield read_fd, write_fd, fds
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def close(fd, fds):
+    """Close one end of a pipe fixture's pipe, so the fixture does not close it again."""
+    os.close(fd)
+    fds.discard(fd)
+
+
+@pytest.fixture
 def opened():
     """Open sinks through this, so each is closed after the test."""
     from rezina.backends import open_sink
@@ -106,6 +126,19 @@ def master():
     yield start
     for server in started:
         server.close()
+
+
+def finish_chain(chain, timeout=60):
+    """Wait for every process of a chain; return (exit codes, stdout of the last, stderr
+    texts)."""
+    out, _ = chain[-1].communicate(timeout=timeout)
+    for proc in chain[:-1]:
+        proc.wait(timeout=timeout)
+    return [p.returncode for p in chain], out, [stderr_of(p) for p in chain]
+
+
+def json_lines(out):
+    return [json.loads(line) for line in out.decode().splitlines()]
 
 
 def finish(proc, timeout=60):

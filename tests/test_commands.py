@@ -11,21 +11,13 @@ import time
 
 import pytest
 
-from conftest import finish, stderr_of, wait_for
+from conftest import finish, finish_chain, json_lines, stderr_of, wait_for
 
 from rezina import exitcodes
 
 
 def run_pipeline(procs, *stages, timeout=60):
-    chain = procs.pipeline(*stages)
-    out, _ = chain[-1].communicate(timeout=timeout)
-    for proc in chain[:-1]:
-        proc.wait(timeout=timeout)
-    return [p.returncode for p in chain], out, [stderr_of(p) for p in chain]
-
-
-def json_lines(out):
-    return [json.loads(line) for line in out.decode().splitlines()]
+    return finish_chain(procs.pipeline(*stages), timeout)
 
 
 def test_pipe_calls_the_function_on_every_item(procs):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import stderr_of, wait_for
+from conftest import finish_chain, json_lines, stderr_of, wait_for
 from test_edges import free_port
 
 TRANSPORTS = ['pipe', 'tcp']
@@ -32,14 +32,7 @@ def run_chain(procs, transport, hydrant, notch, bocca, timeout=90, stdin=None):
             last = index == len(stages) - 1
             chain.append(procs.start(args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE if last else subprocess.DEVNULL))
-    out, _ = chain[-1].communicate(timeout=timeout)
-    for proc in chain[:-1]:
-        proc.wait(timeout=timeout)
-    return [p.returncode for p in chain], out, [stderr_of(p) for p in chain]
-
-
-def json_lines(out):
-    return [json.loads(line) for line in out.decode().splitlines()]
+    return finish_chain(chain, timeout)
 
 
 # async

@@ -10,6 +10,8 @@ import select
 import msgpack
 import pytest
 
+from conftest import close
+
 from rezina.pipe import codec, protocol, slicing
 from rezina.pipe.outbox import split_batch
 from rezina.pipe.protocol import Batch
@@ -162,24 +164,6 @@ def test_without_items_drops_exactly_those_items(indexes):
     payload = codec.encode_items(ITEMS)[0]
     kept = [item for i, item in enumerate(ITEMS) if i not in set(indexes)]
     assert decoded(slicing.without_items(payload, indexes)) == kept
-
-
-@pytest.fixture
-def pipe():
-    """A real os.pipe() as (read fd, write fd); closes what the test left open."""
-    read_fd, write_fd = os.pipe()
-    fds = {read_fd, write_fd}
-    yield read_fd, write_fd, fds
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def close(fd, fds):
-    os.close(fd)
-    fds.discard(fd)
 
 
 def wait_readable(fd, timeout=5.0):

@@ -9,6 +9,8 @@ import threading
 
 import pytest
 
+from conftest import close
+
 from rezina import defaults
 from rezina.backends import jsonvalue
 from rezina.errors import UsageError
@@ -17,21 +19,6 @@ from rezina.pipe.protocol import Batch
 from rezina.pipe.textio import TextReader, TextWriter, read_format, write_format
 
 READS_AT_MOST = 200
-
-
-@pytest.fixture
-def pipe():
-    """A real os.pipe() as (read fd, write fd, open fds); closes what the test left open."""
-    read_fd, write_fd = os.pipe()
-    fds = {read_fd, write_fd}
-    yield read_fd, write_fd, fds
-    for fd in fds:
-        os.close(fd)
-
-
-def close(fd, fds):
-    os.close(fd)
-    fds.discard(fd)
 
 
 class Failures(list):

@@ -195,10 +195,7 @@ class Node:
         window allows (one read of a pipe can hold far more items than a slow function
         should be given at once)."""
         backlog = self.backlog
-        if not self.paced_input:
-            while backlog:
-                self.on_batch(backlog.popleft())
-        while backlog and self.load() < self.window():
+        while backlog and (not self.paced_input or self.load() < self.window()):
             self.on_batch(backlog.popleft())
 
     def input_finished(self):
