@@ -16,6 +16,7 @@ and a step of the wall clock neither bursts nor stalls them.
 import datetime
 import logging
 import math
+import re
 import threading
 import time
 from typing import NamedTuple
@@ -40,7 +41,10 @@ class ScheduleError(UsageError):
 
 
 def parse_start(value):
-    """Return the epoch seconds of a local 'YYYY-MM-DD HH:MM:SS' string."""
+    """Return the epoch seconds of a local 'YYYY-MM-DD HH:MM:SS' string, or of a number of
+    epoch seconds (as rz-master passes it, so the grid does not depend on the zone)."""
+    if isinstance(value, str) and re.fullmatch(r'\d+(\.\d+)?', value.strip()):
+        return check_start(float(value))
     try:
         moment = datetime.datetime.strptime(value, START_FORMAT)
     except (TypeError, ValueError):

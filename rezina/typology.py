@@ -17,6 +17,7 @@ import inspect
 
 from rezina import defaults
 from rezina.control.protocol import Client
+from rezina.control.results import LocalSink, comes_back
 from rezina.errors import UsageError
 from rezina.schedule import check_interval, check_start
 
@@ -76,12 +77,15 @@ class TypologyBuilder:
 
     def add_bocca(self, target, args=(), kwargs=None, process_num=1,
                   persistent_mode='batch'):
+        """target: a StorageBackend subclass, or any SINK of rz-bocca as text (such as
+        'sqlite:/data/out.db'), stored on the workers."""
         if self.bocca is not None:
             raise TypologyError("add_bocca: a typology has one bocca; it is added already")
         if persistent_mode not in MODES:
             raise TypologyError(f"add_bocca: persistent_mode {persistent_mode!r}: expected "
                                 f"'batch' or 'stream'")
-        self.bocca = {'target': target_name(target, 'add_bocca'), 'args': list(args),
+        name = target if isinstance(target, str) else target_name(target, 'add_bocca')
+        self.bocca = {'target': name, 'args': list(args),
                       'kwargs': dict(kwargs or {}),
                       'processes': _count(process_num, 'add_bocca: process_num'),
                       'mode': persistent_mode}
@@ -107,12 +111,31 @@ class TypologyBuilder:
                 'notches': self.notches, 'bocca': self.bocca}
 
     def start(self, start_time=None, interval=None, cron=None):
-        """Start the typology; the master refuses a name it runs already."""
-        return self._request('start', spec=self.spec(start_time, interval, cron))
+        """Start the typology; the master refuses a name it runs already.
+
+        With a Stdout or PlainFile bocca, the results are stored here: the call returns
+        when a one-shot run is stored, or on Ctrl-C, which stops the typology."""
+        return self._submit('start', self.spec(start_time, interval, cron))
 
     def restart(self, start_time=None, interval=None, cron=None):
-        """Start the typology as described now, stopping the one of this name first."""
-        return self._request('restart', spec=self.spec(start_time, interval, cron))
+        """Start the typology as described now, stopping the one of this name first (as
+        start() for a Stdout or PlainFile bocca)."""
+        return self._submit('restart', self.spec(start_time, interval, cron))
+
+    def _submit(self, op, spec):
+        if not comes_back(spec['bocca']):
+            return self._request(op, spec=spec)
+        schedule = spec['schedule']
+        sink = LocalSink(spec['bocca'], self.host, self.port,
+                         follow=schedule['interval'] is not None or bool(schedule['cron']))
+        try:
+            spec['bocca']['remote'] = sink.endpoint
+            answer = self._request(op, spec=spec)
+        except BaseException:
+            sink.close()
+            raise
+        sink.wait(on_interrupt=self.stop)
+        return answer
 
     def stop(self):
         return self._request('stop', typology=self.name)

@@ -128,6 +128,17 @@ def master():
         server.close()
 
 
+@pytest.fixture
+def cluster(procs, tmp_path):
+    """A real rz-master with two rz-workers, on 127.0.0.2 and 127.0.0.3 (cluster.py)."""
+    from cluster import Cluster
+    c = Cluster(procs, tmp_path)
+    c.start_master()
+    c.start_worker('127.0.0.2')
+    c.start_worker('127.0.0.3')
+    return c
+
+
 def finish_chain(chain, timeout=60):
     """Wait for every process of a chain; return (exit codes, stdout of the last, stderr
     texts)."""

@@ -13,12 +13,14 @@ from rezina.errors import RezinaError
 from rezina.typology import TypologyError
 
 
-def weather(port=1):
+def weather(port=1, bocca=Stdout):
+    """The original example's typology; with a bocca other than Stdout, start() and
+    restart() only ask the master (Stdout would wait for the results here)."""
     return (TypologyBuilder('127.0.0.1', port, 'weather')
             .add_hydrant(ws.get_cities)
             .add_notch(ws.get_city_weather, 2, 5)
             .add_notch(ws.Shouter.shout)
-            .add_bocca(Stdout, persistent_mode='stream'))
+            .add_bocca(bocca, persistent_mode='stream'))
 
 
 def test_the_original_example_builds_its_spec():
@@ -82,7 +84,7 @@ def test_a_function_of_the_script_being_run_is_refused():
 
 def test_start_restart_and_stop_ask_the_master(master):
     server = master(lambda h: {'rid': h['rid'], 'ok': True, 'result': h['op']})
-    tb = weather(server.port)
+    tb = weather(server.port, Null)
     assert tb.restart(start_time='2016-12-03 20:18:10', interval=10) == 'restart'
     assert tb.start(cron='0 * * * *') == 'start'
     assert tb.stop() == 'stop'
@@ -93,7 +95,7 @@ def test_start_restart_and_stop_ask_the_master(master):
 
 def test_a_master_that_does_not_answer_within_3_s_is_named(master):
     server = master(lambda h: None)             # takes the request, never answers
-    tb = weather(server.port)
+    tb = weather(server.port, Null)
     began = time.monotonic()
     with pytest.raises(RezinaError) as caught:
         tb.start(interval=10)

@@ -120,7 +120,9 @@ class Agent:
         self.start_errors = {}      # node_id -> (generation, why it could not start)
         self.connects = {}          # node_id -> endpoints the master wants it to read from
         self.channels = {}          # node_id -> Channel of its current process
-        self.runs = deque(maxlen=RUNS_KEPT)
+        self.runs = deque(maxlen=RUNS_KEPT)     # run records until the master acks them
+        self.run_seq = 0
+        self.inputs = {}            # node_id -> the endpoints its command line reads from
         self.lines = {}             # node_id -> stderr lines not yet sent
         self.deferred = deque()     # messages that came while a FETCH waited
         self.registered = False
@@ -189,14 +191,13 @@ class Agent:
 
     def _beat(self):
         nodes = self._report()
+        # every beat says who we are, so a restarted master knows us from the first one
+        me = {'worker': self.worker_id, 'host': self.host, 'address': self.worker_ip,
+              'slots': self.slots, 'session': self.session, 'nodes': nodes}
         if not self.registered:
-            self._send(protocol.REGISTER, {
-                'worker': self.worker_id, 'host': self.host, 'address': self.worker_ip,
-                'slots': self.slots, 'session': self.session, 'nodes': nodes})
+            self._send(protocol.REGISTER, me)
             return
-        self._send(protocol.HEARTBEAT, {'worker': self.worker_id, 'session': self.session,
-                                        'nodes': nodes, 'runs': list(self.runs)})
-        self.runs.clear()
+        self._send(protocol.HEARTBEAT, dict(me, runs=list(self.runs)))
 
         # a stopped node is reported once as such, then forgotten
         for node_id in list(self.stopping):
@@ -223,6 +224,10 @@ class Agent:
 
     def _want(self, header):
         self.registered = True
+        acked = header.get('runs_ack')
+        if isinstance(acked, int):
+            while self.runs and self.runs[0]['seq'] <= acked:
+                self.runs.popleft()
         for node_id in header.get('stop') or ():
             self._stop(str(node_id))
         for spec in header.get('start') or ():
@@ -299,6 +304,8 @@ class Agent:
         self.start_errors.pop(node_id, None)
         self.stopping.discard(node_id)
         self.generations[node_id] = generation
+        self.inputs[node_id] = [argv[i + 1] for i in range(len(argv) - 1)
+                                if argv[i] in ('--in', '-i')]
         self.supervisor.start(NodeSpec(node_id, argv, env=env or None, cwd=cwd, control=True))
 
     def _stop(self, node_id, keep_pending=False):
@@ -314,6 +321,7 @@ class Agent:
         self.stopping.discard(node_id)
         self.generations.pop(node_id, None)
         self.channels.pop(node_id, None)
+        self.inputs.pop(node_id, None)
         if node_id not in self.pending:
             self.connects.pop(node_id, None)
 
@@ -324,6 +332,7 @@ class Agent:
             if node.control_sock is not None and (channel is None
                                                   or channel.sock is not node.control_sock):
                 channel = self.channels[node.node_id] = Channel(node.control_sock)
+                channel.connected.update(self.inputs.get(node.node_id, ()))
             if channel is None or node.control_sock is None:
                 continue
             new = [e for e in self.connects.get(node.node_id, ()) if e not in channel.connected]
@@ -339,8 +348,11 @@ class Agent:
                 channel.status = record
             elif op == 'bound' and record.get('endpoint') not in channel.bound:
                 channel.bound.append(record.get('endpoint'))
+                self.next_beat = self.clock()       # consumers wait for it: tell at once
             elif op == 'run':
-                self.runs.append(dict(record, node_id=node_id))
+                self.run_seq += 1
+                self.runs.append(dict(record, node_id=node_id, seq=self.run_seq,
+                                      at=time.time()))
 
     def _on_exit(self, node):
         """A node's process ended: read the records it sent last."""

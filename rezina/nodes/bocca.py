@@ -25,6 +25,8 @@ Options:
   --args=JSON            Positional arguments for a MOD:CLASS sink, as a JSON array.
   --kwargs=JSON          Keyword arguments for a MOD:CLASS sink, as a JSON object.
   --producers=N          With a bound --in: wait for N producers before ending [default: 0].
+  --follow               Do not end when every producer has ended: wait for more
+                         until stopped (rz-master's nodes of a periodic typology).
   --in-format=FORMAT     On stdin: msgpack (from rz commands), json (JSON lines) or lines
                          (each line a string) [default: msgpack].
   --errors=SINK          Where failed items go, as records (any SINK but stdout); by
@@ -363,7 +365,7 @@ def _serve(args):
     try:
         bocca.attach_control(args['--control-fd'])
         window = max(defaults.CREDIT_MAX, 2 * batch_size)
-        bocca.open_inputs(inputs, window, producers)
+        bocca.open_inputs(inputs, window, producers, args['--follow'])
         return bocca.serve()
     finally:
         bocca.close()

@@ -17,7 +17,8 @@ Options:
                          it again is stored once; not with --every or --cron.
   --every=SECONDS        Run every SECONDS, on the grid of the epoch or of --start.
   --cron=EXPR            Run at the times of the cron expression EXPR, in local time.
-  --start=TIME           First run at TIME, local, as 'YYYY-MM-DD HH:MM:SS'.
+  --start=TIME           First run at TIME, local, as 'YYYY-MM-DD HH:MM:SS', or in
+                         epoch seconds.
   --overlap=POLICY       A tick that comes while the previous run is in flight: skip it,
                          queue it (one at most) or allow it to run beside [default: skip].
   --format=FORMAT        On stdout: msgpack (for rz commands) or json (JSON lines)

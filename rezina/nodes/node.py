@@ -166,7 +166,7 @@ class Node:
             self._add_port(endpoint, self.output)
         return self.output
 
-    def open_inputs(self, endpoints, window, producers=0):
+    def open_inputs(self, endpoints, window, producers=0, follow=False):
         """The node's input: a PipeReader on stdin or an Inbox over ZeroMQ ports."""
         if any(e.is_stdio for e in endpoints):
             if len(endpoints) > 1:
@@ -179,7 +179,7 @@ class Node:
                                         self._malformed)
             self.loop.watch(STDIN, self._stdin_ready)
         else:
-            self.input = Inbox(self.network, self.on_batch, window, producers)
+            self.input = Inbox(self.network, self.on_batch, window, producers, follow)
             for endpoint in endpoints:
                 self._add_port(endpoint, self.input)
         return self.input

@@ -16,8 +16,9 @@ class Inbox:
     role = 'consumer'
     truncated = False       # a ZeroMQ edge knows when a producer died: never cut short
 
-    def __init__(self, network, on_batch, window, producers=0):
+    def __init__(self, network, on_batch, window, producers=0, follow=False):
         self.network = network
+        self.follow = follow          # --follow: never ended by producers, only by a stop
         self.on_batch = on_batch
         self.window = window
         self.producers = producers    # --producers: how many must be heard from
@@ -128,7 +129,7 @@ class Inbox:
         for link in links:
             if link.session is not None:
                 self.heard.add((link.port, link.key))
-        if len(self.heard) < max(1, self.producers) or not self.eos_seen:
+        if self.follow or len(self.heard) < max(1, self.producers) or not self.eos_seen:
             return False
         return all(link.eos for link in links if link.alive or not link.port.bound)
 

@@ -1,0 +1,420 @@
+"""rz-master's HTTP JSON API (docs/control-plane.md, "HTTP" and "Client ops").
+
+Runs in the rz-master process, in a thread of its own. It reads nothing itself: every HTTP
+request becomes control-socket requests to the master, through a Client of its own for
+that request, so it answers exactly what `rz` would.
+
+    GET  /api/workers                          workers
+    GET  /api/typologies                       ls
+    GET  /api/typologies/NAME                  {typology: its ls entry, stages, nodes}
+    GET  /api/typologies/NAME/nodes            ps of NAME
+    GET  /api/typologies/NAME/runs?limit=N     runs (limit 50 by default)
+    GET  /api/typologies/NAME/logs?cursor=C&limit=N
+                                               logs (no cursor: the last lines; limit 100)
+    GET  /api/nodes                            ps of every typology
+    POST /api/typologies/NAME/start|stop|restart|remove
+    POST /api/typologies/NAME/scale            body {"stage": NAME or NUMBER, "n": N}
+
+Answers are JSON: 200 {"result": ...}, or {"error": "one line"} with 400 (a bad request),
+401 (a POST without the token), 403 (a POST from another origin), 404 (no such path, or a
+typology the master does not know), 409 (the master refused), 413 (a body over 64 KiB),
+415 (a body that is not application/json) or 502 (the master did not answer).
+
+The token: a POST must carry `Authorization: Bearer TOKEN`. The token is the master's
+secret in STATE_DIR/token: load_token() creates it on first use (32 random bytes,
+URL-safe base64, mode 0600) and reads it afterwards, so it stays the same across restarts
+of the master. Whoever can read that file can act on the master; delete it to make a new
+one at the next start. A browser page from another origin cannot act either: a POST whose
+Origin header is not the API's own is refused, and no answer carries CORS headers.
+"""
+
+import hmac
+import http.server
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+
+from rezina import defaults
+from rezina.control.protocol import Client
+from rezina.errors import RezinaError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 << 10             # bytes of a request body, at most
+TOKEN_NAME = 'token'
+REQUEST_TIMEOUT = 10.0          # seconds a connection may take to send its request
+LINGER = 2.0                    # seconds a refused body is read and dropped after the answer
+LINGER_BYTES = 4 << 20          # ... and at most this many bytes of it
+CLOSE_TIMEOUT = 2.0             # seconds close() waits for the serving thread
+ACTIONS = frozenset(('start', 'stop', 'restart', 'remove', 'scale'))
+NOT_KNOWN = ('unknown typology', 'no typology')     # master errors that are a 404
+NO_ANSWER = 'no answer from rz-master'
+
+
+class HttpError(Exception):
+    """An answer other than 200: its status and one-line error."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def load_token(state_dir):
+    """The master's API token from STATE_DIR/token, made there (mode 0600) if missing."""
+    path = os.path.join(state_dir, TOKEN_NAME)
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        if not os.path.exists(path):
+            _create_token(path)
+        with open(path, encoding='ascii') as file:
+            token = file.read().strip()
+        mode = os.stat(path).st_mode & 0o777
+    except (OSError, ValueError) as exc:
+        raise RezinaError(f"cannot read the API token {path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not token:
+        raise RezinaError(f"cannot read the API token {path}: the file is empty")
+    if mode & 0o077:
+        log.warning("the API token %s can be read by others (mode %o); chmod 600 it",
+                    path, mode)
+    return token
+
+
+def _create_token(path):
+    """Write a new token to path, unless another process made one first: the file
+    appears whole (a link to a written temporary file) or not at all."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (secrets.token_urlsafe(32) + '\n').encode('ascii'))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temporary, path)
+        log.info("made a new API token in %s", path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
+
+
+class HttpApi:
+    """The JSON API on HOST:PORT, answering from the master at control_host:control_port."""
+
+    def __init__(self, host, port, control_host, control_port, token,
+                 timeout=defaults.MASTER_ANSWER_TIMEOUT):
+        self.host = host
+        self.port = port
+        self.control_host = control_host
+        self.control_port = control_port
+        self.token = token
+        self.timeout = timeout
+        self.server = None
+        self.thread = None
+
+    @property
+    def address(self):
+        """(host, port) as bound: the real port when port 0 was asked for."""
+        if self.server is None:
+            return (self.host, self.port)
+        return tuple(self.server.server_address[:2])
+
+    @property
+    def origin(self):
+        """The API's own origin, as a browser names it in an Origin header."""
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ':' in host else f"http://{host}:{port}"
+
+    def start(self):
+        """Bind and serve in a daemon thread."""
+        server_class = _Server6 if ':' in self.host else _Server
+        try:
+            self.server = server_class((self.host, self.port), _Handler)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise RezinaError(f"cannot serve HTTP on {self.host}:{self.port}: {why}") from None
+        self.server.api = self
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,),
+                                       name='rz-http', daemon=True)
+        self.thread.start()
+        log.info("HTTP API on %s", self.origin)
+        return self
+
+    def close(self):
+        """Stop serving; requests in flight finish in their own daemon threads."""
+        if self.server is None:
+            return
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(CLOSE_TIMEOUT)
+        self.server = None
+
+    def client(self):
+        return Client(self.control_host, self.control_port, timeout=self.timeout)
+
+    def authorized(self, header):
+        """Whether an Authorization header carries this API's token."""
+        scheme, _, given = (header or '').partition(' ')
+        if scheme.lower() != 'bearer':
+            return False
+        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    def answer_get(self, parts, query):
+        """The result of a GET of /api/PARTS..."""
+        with _Master(self) as master:
+            if parts == ['workers']:
+                return master.request('workers')
+            if parts == ['nodes']:
+                return master.request('ps', typology=None)
+            if parts == ['typologies']:
+                return master.request('ls')
+            if len(parts) == 2 and parts[0] == 'typologies':
+                return self._typology(master, parts[1])
+            if len(parts) == 3 and parts[0] == 'typologies':
+                name, what = parts[1], parts[2]
+                if what == 'nodes':
+                    return master.request('ps', typology=name)
+                if what == 'runs':
+                    return master.request('runs', typology=name,
+                                          limit=_count(query, 'limit', 50))
+                if what == 'logs':
+                    cursor = _number(query, 'cursor')
+                    return master.request('logs', typology=name, cursor=cursor,
+                                          limit=_count(query, 'limit', 100))
+        raise HttpError(404, f"no such path: /api/{'/'.join(parts)}")
+
+    def _typology(self, master, name):
+        known = [t for t in master.request('ls') if t.get('name') == name]
+        if not known:
+            raise HttpError(404, f"no typology {name!r}")
+        return {'typology': known[0],
+                'stages': master.request('stages', typology=name),
+                'nodes': master.request('ps', typology=name)}
+
+    def answer_post(self, name, action, body):
+        """The result of a POST of an action to a typology."""
+        args = {'typology': name}
+        if action == 'scale':
+            if not isinstance(body, dict):
+                raise HttpError(400, 'scale needs a JSON object {"stage": ..., "n": ...}')
+            stage, n = body.get('stage'), body.get('n')
+            if isinstance(stage, bool) or not isinstance(stage, (str, int)):
+                raise HttpError(400, 'scale needs "stage": a stage name or number')
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise HttpError(400, 'scale needs "n": a number of nodes from 0')
+            args.update(stage=stage, n=n)
+        with _Master(self) as master:
+            return master.request(action, **args)
+
+
+def _count(query, key, default):
+    value = _number(query, key)
+    if value is None:
+        return default
+    if value < 1:
+        raise HttpError(400, f"{key} must be at least 1")
+    return value
+
+
+def _number(query, key):
+    """The integer value of a query parameter, or None if it is absent or empty."""
+    values = query.get(key)
+    if not values or values[-1] == '':
+        return None
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise HttpError(400, f"{key} must be an integer, not {values[-1]!r}") from None
+
+
+class _Master:
+    """A Client for one HTTP request (a Client is not safe to share between threads);
+    master errors become HTTP errors."""
+
+    def __init__(self, api):
+        self.client = api.client()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.client.close()
+
+    def request(self, op, **args):
+        try:
+            return self.client.request(op, **args)
+        except RezinaError as exc:
+            message = str(exc)
+            if message.startswith(NO_ANSWER):
+                raise HttpError(502, message) from None
+            if any(words in message.lower() for words in NOT_KNOWN):
+                raise HttpError(404, message) from None
+            raise HttpError(409, message) from None
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False      # close() does not wait for requests the master is slow on
+
+    def handle_error(self, request, client_address):
+        """A connection that failed (a client gone mid-answer) is logged, not printed."""
+        log.debug("HTTP connection from %s failed", client_address, exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = 'rz-master'
+    sys_version = ''
+    timeout = REQUEST_TIMEOUT
+
+    body_read = False
+
+    def do_GET(self):
+        self._serve(self._get)
+
+    def do_POST(self):
+        self._serve(self._post)
+
+    def _refuse_method(self):
+        self._send(405, {'error': f"method {self.command} is not allowed"})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _refuse_method
+
+    def _serve(self, answer):
+        try:
+            result = answer()
+        except HttpError as exc:
+            self._send(exc.status, {'error': exc.message})
+        except Exception as exc:    # a bug here must not end the thread without an answer
+            log.exception("HTTP %s %s failed", self.command, self.path)
+            self._send(500, {'error': f"internal error: {type(exc).__name__}"})
+        else:
+            self._send(200, {'result': result})
+
+    def _route(self):
+        """(path parts under /api/, query) of the request; 404 outside /api/."""
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path.rstrip('/')
+        if not path.startswith('/api/'):
+            raise HttpError(404, f"no such path: {url.path}")
+        parts = [urllib.parse.unquote(part) for part in path[len('/api/'):].split('/')]
+        if '' in parts:
+            raise HttpError(404, f"no such path: {url.path}")
+        return parts, urllib.parse.parse_qs(url.query, keep_blank_values=True)
+
+    def _get(self):
+        parts, query = self._route()
+        self._body_length()         # a GET's body is not read, but a large one is refused
+        return self.server.api.answer_get(parts, query)
+
+    def _post(self):
+        api = self.server.api
+        parts, _ = self._route()
+        if len(parts) != 3 or parts[0] != 'typologies' or parts[2] not in ACTIONS:
+            raise HttpError(404, f"no such action: {urllib.parse.urlsplit(self.path).path}")
+        origin = self.headers.get('Origin')
+        if origin is not None and origin != api.origin:
+            raise HttpError(403, f"no actions from another origin ({origin})")
+        if not api.authorized(self.headers.get('Authorization')):
+            raise HttpError(401, "an action needs the header 'Authorization: Bearer TOKEN' "
+                                 "with the master's token")
+        body = self._read_body()
+        return api.answer_post(parts[1], parts[2], body)
+
+    def _body_length(self):
+        """The request body's length in bytes, up to MAX_BODY."""
+        if self.headers.get('Transfer-Encoding'):
+            raise HttpError(411, 'a request body needs a Content-Length')
+        length = self.headers.get('Content-Length')
+        try:
+            length = int(length) if length is not None else 0
+        except ValueError:
+            raise HttpError(400, f"a Content-Length that is not a number: {length!r}") from None
+        if length < 0:
+            raise HttpError(400, f"a negative Content-Length: {length}")
+        if length > MAX_BODY:
+            raise HttpError(413, f"a request body over {MAX_BODY} bytes")
+        return length
+
+    def _read_body(self):
+        """The request's JSON body, or None when it has none."""
+        length = self._body_length()
+        if length == 0:
+            return None
+        media_type = (self.headers.get('Content-Type') or '').split(';')[0].strip().lower()
+        if media_type != 'application/json':
+            raise HttpError(415, 'a request body must be application/json')
+        raw = self.rfile.read(length)
+        self.body_read = True
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise HttpError(400, f"a body that is not JSON: {exc}") from None
+
+    def _send(self, status, payload):
+        body = json.dumps(payload, default=_plain).encode('utf-8') + b'\n'
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Cache-Control', 'no-store')
+        self.send_header('X-Content-Type-Options', 'nosniff')
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
+        self.close_connection = True
+
+    def finish(self):
+        super().finish()
+        if not self.body_read and self._declared_length() > 0:
+            self._drop_body()
+
+    def _declared_length(self):
+        headers = getattr(self, 'headers', None)
+        try:
+            return int(headers.get('Content-Length', 0)) if headers is not None else 0
+        except ValueError:
+            return 0
+
+    def _drop_body(self):
+        """Read what is left of a body that was refused unread: closing the socket on
+        unread data would reset the connection, and the client could lose the answer."""
+        connection = self.connection
+        deadline = time.monotonic() + LINGER
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            for _ in range(LINGER_BYTES // 65536):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                connection.settimeout(left)
+                if not connection.recv(65536):
+                    return
+        except OSError:
+            pass
+
+    def send_error(self, code, message=None, explain=None):
+        """Malformed requests that http.server refuses itself are answered in JSON too."""
+        self.log_error("code %d, message %s", code, message)
+        self._send(code, {'error': message or self.responses.get(code, ('error',))[0]})
+
+    def log_message(self, format, *args):
+        log.debug("HTTP %s %s", self.address_string(), format % args)
+
+
+def _plain(value):
+    """JSON for what msgpack can carry and JSON cannot: bytes as text."""
+    if isinstance(value, bytes):
+        return value.decode('utf-8', errors='replace')
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -1,0 +1,79 @@
+"""rz-master: knows the workers, places the nodes of named typologies on them, records
+their runs, restarts what fails and scales stages at run time.
+
+Usage:
+  rz-master [options]
+  rz-master (-h | --help | --version)
+
+Options:
+  -H, --host=HOST        The address the control socket binds [default: 127.0.0.1].
+  -P, --port=PORT        The control socket's port [default: 12345].
+  -W, --workspace=DIR    The code typologies run: snapshotted at each start and sent to
+                         the workers [default: ~/rezina/workspace].
+  -L, --logdir=DIR       One log file per typology, with its nodes' stderr
+                         [default: ~/rezina/logs].
+  --http-port=PORT       The HTTP JSON API's port, on --http-host; 0 for none
+                         [default: 31218].
+  --http-host=HOST       The address the HTTP API binds [default: 127.0.0.1].
+  --state-dir=DIR        Workers, typologies, placements and runs, in SQLite
+                         [default: ~/.rezina].
+  -R, --reset            Forget the saved state (it is renamed aside, not deleted).
+  -D, --daemon           Run in the background: the pid in STATE-DIR/master.pid, the log
+                         in LOGDIR/master.log.
+  --log-level=LEVEL      debug, info, warning or error [default: info].
+  -h, --help             Show this help.
+  --version              Show the version.
+"""
+
+import logging
+import os
+import signal
+import sys
+
+from rezina.cli import int_option, run_command
+from rezina.control.master import Master
+from rezina.control.state import State
+
+log = logging.getLogger(__name__)
+PROG = 'rz-master'
+
+
+def _serve(args):
+    port = int_option(args, '--port', 0)
+    http_port = int_option(args, '--http-port', 0)
+    state_dir = os.path.expanduser(args['--state-dir'])
+    logdir = os.path.expanduser(args['--logdir'])
+    if args['--daemon']:
+        State.open(state_dir).close()           # refuse here, not in the background
+        from rezina.control.daemon import daemonize
+        daemonize(os.path.join(state_dir, 'master.pid'), os.path.join(logdir, 'master.log'))
+
+    state = State.open(state_dir, forget=args['--reset'])
+    stopping = []
+    http = master = None
+    try:
+        master = Master(state, args['--host'], port, args['--workspace'], logdir)
+        if http_port:
+            from rezina.control.http import HttpApi, load_token
+            # the API asks the master as any client does, over loopback when it binds all
+            control_host = args['--host']
+            if control_host in ('*', '0.0.0.0', '::'):
+                control_host = '127.0.0.1'
+            http = HttpApi(args['--http-host'], http_port, control_host, master.port,
+                           load_token(state_dir))
+            http.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda n, f: stopping.append(n))
+        master.run(lambda: stopping)
+        log.info("rz-master stopping (signal %d); the nodes run on", stopping[0])
+        return 0
+    finally:
+        if http is not None:
+            http.close()
+        if master is not None:
+            master.close()
+        state.close()
+
+
+def main(argv=None):
+    return run_command(PROG, __doc__, sys.argv[1:] if argv is None else argv, _serve)

@@ -1,0 +1,351 @@
+"""What rz-master wants run where: typologies, their node placements and the workers, in
+memory, written through to the State (see docs/control-plane.md, "States").
+
+Runs in rz-master's one thread. The Registry decides (place, move, scale, stop); the
+Master feeds it the workers' reports and sends the WANTs it builds.
+
+Placement states, as the workers report them (STARTING, RUNNING, BACKOFF, FAILED,
+STOPPING, PENDING) and the master's own:
+
+    WAITING   placed, not yet started: no worker, or its producers have no endpoint yet
+    DONE      exited 0 by itself (a one-shot run ended)
+
+A placement's `want` is 'run' or 'stop'. A 'stop' placement is forgotten once its worker
+no longer reports it, has stopped it, or is offline.
+"""
+
+import logging
+import time
+
+from rezina import defaults
+from rezina.control import plan
+from rezina.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = 'ONLINE', 'OFFLINE'
+WAITING, DONE, FAILED, RUNNING = 'WAITING', 'DONE', 'FAILED', 'RUNNING'
+# typology states
+STARTING, DEGRADED, STOPPING, STOPPED, COMPLETE = (
+    'STARTING', 'DEGRADED', 'STOPPING', 'STOPPED', 'COMPLETE')
+ACTIVE = (STARTING, RUNNING, DEGRADED)
+ENDED = ('STOPPED', FAILED, 'PENDING')      # reported states of a node that is not running
+
+
+class Worker:
+    def __init__(self, id, host, address, slots, session, state=ONLINE, seen=None):
+        self.id = id
+        self.host = host
+        self.address = address
+        self.slots = max(1, int(slots or 1))
+        self.session = session
+        self.state = state
+        self.seen = seen if seen is not None else time.monotonic()
+        self.wall_seen = time.time()
+        self.peer = None            # its ROUTER identity
+        self.reported = {}          # node_id -> its last report
+
+
+class Placement:
+    def __init__(self, node_id, typology, stage, idx, worker_id=None, generation=1,
+                 base=None, state=WAITING, restarts=0, last_error=None, endpoint=None,
+                 want='run'):
+        self.node_id = node_id
+        self.typology = typology
+        self.stage = stage
+        self.idx = idx
+        self.worker_id = worker_id
+        self.generation = generation
+        self.base = base or []
+        self.state = state
+        self.restarts = restarts
+        self.last_error = last_error
+        self.endpoint = endpoint
+        self.want = want
+        self.argv = None            # the command line it was last started with
+        self.sent_at = None         # when a start was last sent (monotonic)
+        self.status = {}
+        self.pid = None
+        self.rate = 0.0
+        self._last = None           # (monotonic, items) of the last status, for the rate
+
+    def saved(self):
+        return {'base': self.base, 'want': self.want, 'argv': self.argv}
+
+
+class Typology:
+    def __init__(self, name, spec, snapshot, state):
+        self.name = name
+        self.spec = spec
+        self.snapshot = snapshot
+        self.state = state
+        self.stages = plan.stages(spec)
+
+
+class Registry:
+    def __init__(self, state, clock=time.monotonic):
+        self.state = state
+        self.clock = clock
+        self.workers = {}
+        self.typologies = {}
+        self.placements = {}
+        self._load()
+
+    def _load(self):
+        """What the state holds: typologies and placements as they were; workers offline
+        until they report, with PEER_LOST_AFTER and a little more to do so."""
+        now = self.clock()
+        for row in self.state.workers():
+            self.workers[row['id']] = Worker(row['id'], row['host'], row['address'],
+                                             row['slots'], row['session'], OFFLINE,
+                                             seen=now + 2.0)
+            self.workers[row['id']].state = row['state']
+        for row in self.state.typologies():
+            self.typologies[row['name']] = Typology(row['name'], row['spec'],
+                                                    row['snapshot'], row['state'])
+        for row in self.state.placements():
+            saved = row['spec'] or {}
+            p = Placement(row['node_id'], row['typology'], row['stage'], row['idx'],
+                          row['worker_id'], row['generation'], saved.get('base'),
+                          row['state'], row['restarts'], row['last_error'], row['endpoint'],
+                          saved.get('want', 'run'))
+            p.argv = saved.get('argv')
+            self.placements[p.node_id] = p
+
+    # workers
+
+    def worker_seen(self, header, peer):
+        """A REGISTER or HEARTBEAT from a worker: the Worker, known now."""
+        wid = str(header.get('worker'))
+        w = self.workers.get(wid)
+        if w is None or w.session != header.get('session') or w.state != ONLINE:
+            log.info("worker %s at %s is online (%s slots)", wid, header.get('address'),
+                     header.get('slots'))
+        changed = w is None or w.state != ONLINE or w.session != header.get('session')
+        if w is None:
+            w = self.workers[wid] = Worker(wid, header.get('host'), header.get('address'),
+                                           header.get('slots'), header.get('session'))
+        w.host, w.address = header.get('host') or w.host, header.get('address') or w.address
+        w.slots = max(1, int(header.get('slots') or w.slots))
+        w.session, w.state, w.peer = header.get('session'), ONLINE, peer
+        w.seen, w.wall_seen = self.clock(), time.time()
+        if changed:
+            self.state.upsert_worker(w.id, w.host, w.address, w.slots, w.session, ONLINE,
+                                     w.wall_seen)
+        return w
+
+    def check_workers(self):
+        now = self.clock()
+        for w in self.workers.values():
+            if w.state == ONLINE and now - w.seen > defaults.PEER_LOST_AFTER:
+                log.warning("worker %s: no heartbeat for %.1f s: offline", w.id, now - w.seen)
+                w.state = OFFLINE
+                w.reported = {}
+                self.state.set_worker_state(w.id, OFFLINE)
+
+    def load(self, worker_id):
+        return sum(self._weight(p) for p in self.placements.values()
+                   if p.worker_id == worker_id and p.want == 'run' and p.state != DONE)
+
+    def _weight(self, p):
+        t = self.typologies.get(p.typology)
+        stage = t and next((s for s in t.stages if s.name == p.stage), None)
+        return stage.weight if stage else 1
+
+    def choose(self, typology, stage_name, exclude=()):
+        """The online worker for a new node: least loaded, the stage's other nodes' workers
+        last; None if no worker is online."""
+        online = [w for w in self.workers.values() if w.state == ONLINE and w.id not in exclude]
+        if not online:
+            return None
+        holding = {p.worker_id for p in self.placements.values()
+                   if p.typology == typology and p.stage == stage_name and p.want == 'run'}
+        return min(online, key=lambda w: (w.id in holding, self.load(w.id) / w.slots,
+                                          w.id)).id
+
+    # typologies
+
+    def put(self, spec, snapshot):
+        """Record a typology to run (a new one, or a changed one replacing its nodes)."""
+        name = spec['name']
+        old = self.typologies.get(name)
+        schedule = spec.get('schedule') or {}
+        if schedule.get('interval') is None and not schedule.get('cron'):
+            spec = dict(spec, run_id=time.strftime('%Y%m%dT%H%M%S'))    # one run, named
+        t = Typology(name, spec, snapshot, STARTING)
+        self.typologies[name] = t
+        self.state.put_typology(name, spec, snapshot, STARTING)
+        if old is not None:
+            for p in self.of(name):
+                stage = next((s for s in t.stages if s.name == p.stage), None)
+                same = (stage is not None and old.snapshot == snapshot
+                        and p.base == self._base(t, stage, p) and p.idx < stage.count)
+                if not same:
+                    self._stop(p)
+        return t
+
+    def _base(self, t, stage, p):
+        worker = self.workers.get(p.worker_id)
+        address = worker.address if worker else '127.0.0.1'
+        return plan.base_argv(t.spec, stage, address, t.spec.get('run_id'))
+
+    def _generation(self):
+        """A generation no node has had: the time in ms, rising."""
+        self._last_generation = max(int(time.time() * 1000),
+                                    getattr(self, '_last_generation', 0) + 1)
+        return self._last_generation
+
+    def stop(self, name):
+        t = self._get(name)
+        if t.state not in (STOPPED, COMPLETE):
+            self._set_state(t, STOPPING)
+        for p in self.of(name):
+            self._stop(p)
+        return t
+
+    def start(self, name):
+        t = self._get(name)
+        if t.state in ACTIVE:
+            raise UsageError(f"typology {name} is running already ({t.state})")
+        if any(p.want == 'stop' for p in self.of(name)):
+            raise UsageError(f"typology {name} is still stopping; start it once it has "
+                             f"stopped")
+        for p in list(self.of(name)):
+            self._forget(p)
+        if t.spec.get('run_id'):
+            t.spec = dict(t.spec, run_id=time.strftime('%Y%m%dT%H%M%S'))
+            self.state.put_typology(name, t.spec, t.snapshot, t.state)
+        self._set_state(t, STARTING)
+        return t
+
+    def scale(self, name, which, n):
+        t = self._get(name)
+        stage = plan.find_stage(t.spec, which)
+        if stage.kind == plan.HYDRANT:
+            raise UsageError(f"typology {name}: stage {stage.name} is a hydrant, which has "
+                             f"one node per source")
+        if stage.kind == plan.BOCCA and t.spec['bocca'].get('remote'):
+            raise UsageError(f"typology {name}: its bocca runs in the submitting process")
+        if n < 1:
+            raise UsageError(f"scale {name} {stage.name} {n}: expected at least 1 node")
+        was = stage.count
+        counts = dict(t.spec.get('counts') or {})
+        counts[stage.name] = n
+        t.spec = dict(t.spec, counts=counts)
+        t.stages = plan.stages(t.spec)
+        self.state.put_typology(name, t.spec, t.snapshot, t.state)
+        log.info("typology %s: stage %s scaled from %d to %d nodes", name, stage.name, was, n)
+        return {'typology': name, 'stage': stage.name, 'nodes': n, 'was': was}
+
+    def remove(self, name):
+        t = self._get(name)
+        if t.state not in (STOPPED, COMPLETE) or self.of(name):
+            raise UsageError(f"typology {name} is {t.state}: stop it before removing it")
+        del self.typologies[name]
+        self.state.remove_typology(name)
+        log.info("typology %s removed", name)
+
+    def _get(self, name):
+        t = self.typologies.get(name)
+        if t is None:
+            raise UsageError(f"unknown typology {name!r}")
+        return t
+
+    def of(self, name):
+        return [p for p in self.placements.values() if p.typology == name]
+
+    def _set_state(self, t, state):
+        if t.state != state:
+            log.info("typology %s: %s", t.name, state)
+            t.state = state
+            self.state.set_typology_state(t.name, state)
+
+    # placements
+
+    def reconcile(self):
+        """Place what is missing, move what sits on offline workers, stop what is scaled
+        away, and bring each typology's state up to date."""
+        for t in list(self.typologies.values()):
+            if t.state in ACTIVE:
+                self._place(t)
+            placements = self.of(t.name)
+            if t.state == STOPPING and not placements:
+                self._set_state(t, STOPPED)
+            elif t.state in ACTIVE:
+                running = [p for p in placements if p.want == 'run']
+                if any(p.state == FAILED for p in running):
+                    self._set_state(t, DEGRADED)
+                elif running and all(p.state == DONE for p in running):
+                    self._set_state(t, COMPLETE)
+                    for p in running:
+                        self._stop(p)
+                elif running and all(p.state in (RUNNING, DONE) for p in running):
+                    self._set_state(t, RUNNING)
+
+    def _place(self, t):
+        for stage in t.stages:
+            for idx in range(stage.count):
+                nid = plan.node_id(t.name, stage.name, idx)
+                p = self.placements.get(nid)
+                if p is None or (p.want == 'stop' and p.worker_id is None):
+                    p = Placement(nid, t.name, stage.name, idx,
+                                  generation=self._generation())
+                    self.placements[nid] = p
+                    self._assign(t, stage, p, first=True)
+                elif p.want == 'run' and p.state != DONE:
+                    w = self.workers.get(p.worker_id)
+                    if w is None or w.state != ONLINE:
+                        self._assign(t, stage, p)
+            for p in self.of(t.name):
+                if p.stage == stage.name and p.idx >= stage.count and p.want == 'run':
+                    self._stop(p)
+        for p in self.of(t.name):
+            if p.want == 'run' and all(s.name != p.stage for s in t.stages):
+                self._stop(p)
+
+    def _assign(self, t, stage, p, first=False):
+        worker_id = self.choose(t.name, stage.name, exclude=(p.worker_id,) if not first
+                                else ())
+        if worker_id is None:
+            if first:
+                self._save(p)
+            return
+        if p.worker_id is not None:
+            log.warning("node %s: moved from %s (offline) to %s", p.node_id, p.worker_id,
+                        worker_id)
+        if not first:
+            p.generation = self._generation()
+        p.worker_id, p.state, p.endpoint, p.argv, p.sent_at = worker_id, WAITING, None, None, None
+        p.status, p.pid = {}, None
+        p.base = self._base(t, stage, p)
+        self._save(p)
+
+    def _stop(self, p):
+        if p.want != 'stop':
+            p.want = 'stop'
+            self._save(p)
+        w = self.workers.get(p.worker_id)
+        if p.worker_id is None or w is None or w.state != ONLINE:
+            self._forget(p)
+
+    def _forget(self, p):
+        self.placements.pop(p.node_id, None)
+        self.state.remove_placement(p.node_id)
+
+    def _save(self, p):
+        self.state.put_placement(p.node_id, p.typology, p.stage, p.idx, p.worker_id,
+                                 p.generation, p.saved(), p.state, p.restarts, p.last_error,
+                                 p.endpoint)
+
+    def producers(self, p):
+        """The endpoints the node of placement p reads from (those known so far)."""
+        t = self.typologies.get(p.typology)
+        if t is None:
+            return []
+        stage = next((s for s in t.stages if s.name == p.stage), None)
+        if stage is None or stage.kind == plan.HYDRANT:
+            return []
+        names = {s.name for s in plan.producers_of(t.stages, stage)}
+        return sorted(q.endpoint for q in self.placements.values()
+                      if q.typology == p.typology and q.stage in names and q.endpoint
+                      and q.want == 'run')

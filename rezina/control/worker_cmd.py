@@ -1,0 +1,69 @@
+"""rz-worker: runs the nodes rz-master places on this machine, as rz-hydrant, rz-notch and
+rz-bocca child processes, restarts those that fail, and reports them every second.
+
+Usage:
+  rz-worker [options]
+  rz-worker (-h | --help | --version)
+
+Options:
+  -H, --host=MASTER      rz-master's address [default: 127.0.0.1].
+  -P, --port=PORT        rz-master's control port [default: 12345].
+  --worker-ip=IP         The address this machine's nodes bind, which the other workers
+                         reach [default: 127.0.0.1].
+  --slots=N              Threads and coroutines this machine runs before the master
+                         prefers another (default: the CPU count).
+  --root=DIR             Where the code snapshots are kept [default: ~/.rezina/worker].
+  -D, --daemon           Run in the background: the pid in ROOT/worker-IP.pid, the log in
+                         ROOT/worker-IP.log.
+  --log-level=LEVEL      debug, info, warning or error [default: info].
+  -h, --help             Show this help.
+  --version              Show the version.
+"""
+
+import ipaddress
+import logging
+import os
+import signal
+import sys
+
+from rezina import defaults
+from rezina.cli import int_option, run_command
+from rezina.control.agent import Agent
+from rezina.errors import UsageError
+
+log = logging.getLogger(__name__)
+PROG = 'rz-worker'
+
+
+def _serve(args):
+    port = int_option(args, '--port', 1)
+    ip = args['--worker-ip']
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"--worker-ip {ip!r}: expected an IP address") from None
+    slots = int_option(args, '--slots', 1) if args['--slots'] else os.cpu_count() or 1
+    root = os.path.expanduser(args['--root'])
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    if args['--daemon']:
+        from rezina.control.daemon import daemonize
+        daemonize(os.path.join(root, f'worker-{ip}.pid'), os.path.join(root, f'worker-{ip}.log'))
+
+    agent = Agent(args['--host'], port, ip, slots, root)
+    stopping = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, f: stopping.append(n))
+    log.info("rz-worker %s: %d slots, master %s:%d", agent.worker_id, slots, args['--host'],
+             port)
+    try:
+        while not stopping:
+            agent.step(0.1)
+        log.info("rz-worker %s stopping: its nodes drain (at most %g s)", agent.worker_id,
+                 defaults.DRAIN_TIMEOUT)
+    finally:
+        agent.close()
+    return 0
+
+
+def main(argv=None):
+    return run_command(PROG, __doc__, sys.argv[1:] if argv is None else argv, _serve)

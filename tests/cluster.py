@@ -1,0 +1,111 @@
+"""A real rz-master and rz-workers on loopback for the control-plane tests: each worker
+binds its own address (127.0.0.2, 127.0.0.3 ...), every process is started through the
+`procs` fixture and so stopped by its pid when the test ends."""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+
+from conftest import TESTS, stderr_of, wait_for
+from test_edges import free_port
+from rezina.control.protocol import Client
+from rezina.errors import RezinaError
+
+WORKSPACE_FILES = ('fixtures_cluster.py',)
+
+
+class Cluster:
+    def __init__(self, procs, tmp_path, files=WORKSPACE_FILES):
+        self.procs = procs
+        self.tmp = tmp_path
+        self.port = free_port()
+        self.workspace = tmp_path / 'workspace'
+        self.logs = tmp_path / 'logs'
+        self.state = tmp_path / 'state'
+        self.workspace.mkdir()
+        for path in files:
+            shutil.copy(os.path.join(TESTS, path), self.workspace)
+        self.master = None
+        self.workers = {}
+
+    def start_master(self, *extra):
+        self.master = self.procs.start(
+            ['rz-master', '-P', str(self.port), '--http-port', '0', '-W',
+             str(self.workspace), '-L', str(self.logs), '--state-dir', str(self.state),
+             *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        wait_for(lambda: self.answers() or self.master.poll() is not None, timeout=20,
+                 what='rz-master to answer')
+        assert self.master.poll() is None, stderr_of(self.master)
+        return self.master
+
+    def start_worker(self, ip, slots=4, env=None):
+        proc = self.procs.start(
+            ['rz-worker', '-P', str(self.port), '--worker-ip', ip, '--slots', str(slots),
+             '--root', str(self.tmp / f'worker-{ip}')],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env or {})
+        self.workers[ip] = proc
+        wait_for(lambda: self.worker_state(ip) == 'ONLINE', timeout=20,
+                 what=f'worker {ip} online')
+        return proc
+
+    def request(self, op, **args):
+        client = Client('127.0.0.1', self.port)
+        try:
+            return client.request(op, **args)
+        finally:
+            client.close()
+
+    def answers(self):
+        try:
+            self.request('workers')
+            return True
+        except RezinaError:
+            return False
+
+    def worker_state(self, ip):
+        for w in self.request('workers'):
+            if w['address'] == ip:
+                return w['state']
+        return None
+
+    def nodes(self, typology, stage=None):
+        return [n for n in self.request('ps', typology=typology)
+                if stage is None or n['stage'] == stage]
+
+    def running(self, typology, stage=None, count=None):
+        """The nodes of a stage once all are RUNNING with a pid (and count of them)."""
+        nodes = self.nodes(typology, stage)
+        ok = nodes and all(n['state'] == 'RUNNING' and n['pid'] for n in nodes)
+        return nodes if ok and (count is None or len(nodes) == count) else None
+
+    def wait_running(self, typology, stage=None, count=None, timeout=30):
+        wait_for(lambda: self.running(typology, stage, count), timeout=timeout,
+                 what=f'{typology} {stage or ""} running')
+        return self.running(typology, stage, count)
+
+    def log(self, typology):
+        path = self.logs / f'{typology}.log'
+        return path.read_text() if path.exists() else ''
+
+
+def rows(db, sql='SELECT rz_id, rz_run FROM items'):
+    """The rows of a sink's SQLite database so far ([] before it exists)."""
+    if not os.path.exists(db):
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def time_until(predicate, timeout, step=0.05):
+    """Seconds until predicate holds, or None after timeout."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if predicate():
+            return time.monotonic() - began
+        time.sleep(step)
+    return None
