@@ -2,14 +2,16 @@
 given by TypologyBuilder: schedules on the grid, placement, restarts and moves."""
 
 import os
+import socket
 import signal
+import subprocess
 import time
 
 import pytest
 
 import fixtures_cluster as ws
 from cluster import rows, time_until
-from conftest import wait_for
+from conftest import stderr_of, wait_for
 from rezina import TypologyBuilder
 
 pytestmark = pytest.mark.timeout(180)
@@ -190,3 +192,14 @@ def test_scale_up_and_down_mid_run_stores_every_item_once(cluster, tmp_path):
     xs = [json.loads(line)['x'] for line in out.read_text().splitlines()]
     assert sorted(xs) == list(range(3000))              # each once: none lost, none twice
     assert len({json.loads(line)['pid'] for line in out.read_text().splitlines()}) >= 2
+
+
+def test_a_second_worker_with_the_same_address_is_refused(cluster, procs, tmp_path):
+    second = procs.start(['rz-worker', '-P', str(cluster.port), '--worker-ip', '127.0.0.2',
+                          '--root', str(tmp_path / 'second')], stdin=subprocess.DEVNULL)
+    assert second.wait(timeout=20) == 1
+    assert stderr_of(second).splitlines()[-1].endswith(
+        "refused this worker: another rz-worker is online as "
+        f"{socket.gethostname()}:127.0.0.2 (same host and --worker-ip): give this one "
+        "another --worker-ip")
+    assert cluster.worker_state('127.0.0.2') == 'ONLINE'

@@ -15,6 +15,7 @@ import fixtures_cluster as ws
 from cluster import Cluster
 from conftest import TESTS, stderr_of, wait_for
 from rezina import TypologyBuilder
+from rezina.backends import PlainFile
 
 pytestmark = pytest.mark.timeout(180)
 EXAMPLE = os.path.join(os.path.dirname(TESTS), 'examples', 'typology')
@@ -145,3 +146,19 @@ def test_the_original_weather_example_prints_every_city_every_10_s(procs, tmp_pa
     assert typo.wait(timeout=40) == 0, stderr_of(typo)
     wait_for(lambda: cluster.request('ls')[0]['state'] == 'STOPPED', timeout=40,
              what='the typology stopped')
+
+
+def test_a_one_shot_typology_into_plainfile_returns_once_its_run_is_written(cluster,
+                                                                          tmp_path):
+    out = tmp_path / 'cities.jsonl'
+    tb = (TypologyBuilder('127.0.0.1', cluster.port, 'once')
+          .add_hydrant(ws.get_cities).add_notch(ws.get_city_weather)
+          .add_bocca(PlainFile, args=(str(out),)))
+    answer = tb.start()
+    assert answer['typology'] == 'once'
+    assert sorted(json.loads(line)['city'] for line in out.read_text().splitlines()) == \
+        ['Koper', 'Ljubljana', 'Maribor']
+    wait_for(lambda: cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=20,
+             what='the typology complete')
+    [run] = cluster.request('runs', typology='once')
+    assert run['state'] == 'complete' and run['items'] == 3

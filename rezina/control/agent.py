@@ -223,6 +223,9 @@ class Agent:
         return nodes
 
     def _want(self, header):
+        if header.get('error'):
+            raise RezinaError(f"rz-master at {self.master} refused this worker: "
+                              f"{header['error']}")
         self.registered = True
         acked = header.get('runs_ack')
         if isinstance(acked, int):

@@ -115,7 +115,11 @@ class Master:
 
     def _heartbeat(self, peer, header):
         reg = self.registry
-        worker = reg.worker_seen(header, peer)
+        try:
+            worker = reg.worker_seen(header, peer)
+        except RezinaError as exc:
+            self._send(peer, protocol.WANT, {'error': str(exc)})
+            return
         reported = {}
         for entry in header.get('nodes') or ():
             if isinstance(entry, dict) and isinstance(entry.get('node_id'), str):

@@ -45,7 +45,7 @@ class Ops:
         return [{'id': w.id, 'host': w.host, 'address': w.address, 'slots': w.slots,
                  'load': reg.load(w.id), 'state': w.state,
                  'last_heartbeat': w.wall_seen if w.state != OFFLINE or w.peer else None,
-                 'nodes': sum(1 for p in reg.placements.values() if p.worker_id == w.id)}
+                 'nodes': len(w.reported)}          # what it runs, by its last report
                 for w in sorted(reg.workers.values(), key=lambda w: w.id)]
 
     def op_ls(self):

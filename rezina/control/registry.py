@@ -19,7 +19,7 @@ import time
 
 from rezina import defaults
 from rezina.control import plan
-from rezina.errors import UsageError
+from rezina.errors import RezinaError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,10 @@ class Registry:
         """A REGISTER or HEARTBEAT from a worker: the Worker, known now."""
         wid = str(header.get('worker'))
         w = self.workers.get(wid)
+        if w is not None and w.state == ONLINE and w.session != header.get('session') \
+                and w.peer != peer and self.clock() - w.seen < defaults.PEER_LOST_AFTER:
+            raise RezinaError(f"another rz-worker is online as {wid} (same host and "
+                              f"--worker-ip): give this one another --worker-ip")
         if w is None or w.session != header.get('session') or w.state != ONLINE:
             log.info("worker %s at %s is online (%s slots)", wid, header.get('address'),
                      header.get('slots'))
