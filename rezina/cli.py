@@ -82,7 +82,7 @@ def run_command(prog, doc, argv, body):
     except RezinaError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exitcodes.FAILED
-    except DownstreamClosed:
+    except (DownstreamClosed, BrokenPipeError):
         return exitcodes.DOWNSTREAM_CLOSED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -70,9 +70,14 @@ class TypologyBuilder:
         return self
 
     def add_notch(self, target, process_num=1, thread_num=1):
-        self.notches.append({'target': target_name(target, 'add_notch'),
-                             'processes': _count(process_num, 'add_notch: process_num'),
-                             'threads': _count(thread_num, 'add_notch: thread_num')})
+        """process_num nodes of thread_num threads each (coroutines, for an async def
+        target)."""
+        notch = {'target': target_name(target, 'add_notch'),
+                 'processes': _count(process_num, 'add_notch: process_num'),
+                 'threads': _count(thread_num, 'add_notch: thread_num')}
+        if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+            notch['async'] = True
+        self.notches.append(notch)
         return self
 
     def add_bocca(self, target, args=(), kwargs=None, process_num=1,
@@ -84,7 +89,8 @@ class TypologyBuilder:
         if persistent_mode not in MODES:
             raise TypologyError(f"add_bocca: persistent_mode {persistent_mode!r}: expected "
                                 f"'batch' or 'stream'")
-        name = target if isinstance(target, str) else target_name(target, 'add_bocca')
+        name = sink_text(target) if isinstance(target, str) else target_name(target,
+                                                                             'add_bocca')
         self.bocca = {'target': name, 'args': list(args),
                       'kwargs': dict(kwargs or {}),
                       'processes': _count(process_num, 'add_bocca: process_num'),
@@ -146,6 +152,18 @@ class TypologyBuilder:
             return client.request(op, **args)
         finally:
             client.close()
+
+
+def sink_text(text):
+    """An rz-bocca SINK given as text, checked for what cannot work on a worker."""
+    if text == 'stdout':
+        raise TypologyError("add_bocca: 'stdout' would be a worker's; give Stdout (from "
+                            "rezina.backends), whose results come back here")
+    scheme, _, rest = text.partition(':')
+    if scheme in ('jsonl', 'csv', 'sqlite') and not rest.startswith('/'):
+        raise TypologyError(f"add_bocca: {text!r}: give an absolute path; the sink opens "
+                            f"it on the workers")
+    return text
 
 
 def _count(value, what):

@@ -21,6 +21,7 @@ class Cluster:
         self.procs = procs
         self.tmp = tmp_path
         self.port = free_port()
+        self.http_port = free_port()
         self.workspace = tmp_path / 'workspace'
         self.logs = tmp_path / 'logs'
         self.state = tmp_path / 'state'
@@ -32,7 +33,7 @@ class Cluster:
 
     def start_master(self, *extra):
         self.master = self.procs.start(
-            ['rz-master', '-P', str(self.port), '--http-port', '0', '-W',
+            ['rz-master', '-P', str(self.port), '--http-port', str(self.http_port), '-W',
              str(self.workspace), '-L', str(self.logs), '--state-dir', str(self.state),
              *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_for(lambda: self.answers() or self.master.poll() is not None, timeout=20,

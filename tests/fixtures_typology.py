@@ -21,6 +21,10 @@ class Rows(StorageBackend):
         pass
 
 
+async def fetch(item):
+    return item
+
+
 def make_closure():
     def inner(item):
         return item

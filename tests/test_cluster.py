@@ -203,3 +203,18 @@ def test_a_second_worker_with_the_same_address_is_refused(cluster, procs, tmp_pa
         f"{socket.gethostname()}:127.0.0.2 (same host and --worker-ip): give this one "
         "another --worker-ip")
     assert cluster.worker_state('127.0.0.2') == 'ONLINE'
+
+
+def test_a_worker_stopped_by_sigterm_says_goodbye_and_its_nodes_move_at_once(cluster,
+                                                                             tmp_path):
+    builder(cluster, 'bye', n=3, processes=2, db=tmp_path / 'o.db').start(interval=1)
+    nodes = cluster.wait_running('bye', count=4)
+    assert any(n['worker'].endswith('127.0.0.3') for n in nodes)
+    worker = cluster.workers['127.0.0.3']
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=40) == 0, stderr_of(worker)
+    stopped = time.monotonic()
+    assert cluster.worker_state('127.0.0.3') == 'OFFLINE'
+    wait_for(lambda: all(n['worker'].endswith('127.0.0.2') and n['state'] == 'RUNNING'
+                         for n in cluster.nodes('bye')), timeout=10, what='nodes moved')
+    assert time.monotonic() - stopped < 3.0        # not the 3 s of a silent worker

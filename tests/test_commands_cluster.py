@@ -4,6 +4,8 @@ import json
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -103,3 +105,37 @@ def test_reset_forgets_the_saved_state(procs, tmp_path):
     assert 'forgot the saved state' in stderr_of(c.master)
     # the worker's node of the forgotten typology is stopped: nothing wants it
     wait_for(lambda: [w['nodes'] for w in c.request('workers')] == [0], what='no nodes')
+
+
+def test_the_http_api_answers_as_rz_and_acts_only_with_the_token(cluster, tmp_path):
+    (TypologyBuilder('127.0.0.1', cluster.port, 'web')
+     .add_hydrant(ws.numbers).add_notch(ws.record).add_bocca('null')).start(interval=1)
+    cluster.wait_running('web', count=3)
+    assert f'HTTP API on http://127.0.0.1:{cluster.http_port}' in stderr_of(cluster.master)
+    base = f'http://127.0.0.1:{cluster.http_port}'
+
+    def call(method, path, body=None, token=None):
+        headers = {'Content-Type': 'application/json'}
+        if token:
+            headers['Authorization'] = f'Bearer {token}'
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, body = call('GET', '/api/typologies')
+    assert status == 200 and [t['name'] for t in body['result']] == ['web']
+    status, body = call('GET', '/api/typologies/web')
+    assert status == 200 and [s['stage'] for s in body['result']['stages']] == \
+        ['numbers', 'record', 'null']
+    status, _ = call('POST', '/api/typologies/web/scale', {'stage': 'record', 'n': 2})
+    assert status == 401
+    assert len(cluster.nodes('web', 'record')) == 1
+    token = (cluster.state / 'token').read_text().strip()
+    status, body = call('POST', '/api/typologies/web/scale', {'stage': 'record', 'n': 2},
+                        token=token)
+    assert status == 200 and body['result']['nodes'] == 2
+    cluster.wait_running('web', 'record', count=2)

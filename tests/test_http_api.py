@@ -176,7 +176,7 @@ def test_an_action_may_carry_an_empty_json_object(served):
     assert (status, answer) == (200, echo('stop', typology='weather'))
 
 
-@pytest.mark.parametrize('body', [{'stage': 'fetch', 'n': 3}, {'stage': 1, 'n': 0}])
+@pytest.mark.parametrize('body', [{'stage': 'fetch', 'n': 3}, {'stage': 1, 'n': 1}])
 def test_scale_sends_the_stage_and_n(served, body):
     api, _ = served
     status, _, answer = call(api, 'POST', '/api/typologies/weather/scale', headers=AUTH,
@@ -185,7 +185,7 @@ def test_scale_sends_the_stage_and_n(served, body):
 
 
 @pytest.mark.parametrize('body', [
-    None, [], {'stage': 'fetch'}, {'n': 2}, {'stage': 'fetch', 'n': -1},
+    None, [], {'stage': 'fetch'}, {'n': 2}, {'stage': 'fetch', 'n': -1}, {'stage': 1, 'n': 0},
     {'stage': 'fetch', 'n': '3'}, {'stage': 'fetch', 'n': True}, {'stage': ['a'], 'n': 1},
 ])
 def test_scale_without_a_stage_and_a_count_is_400(served, body):

@@ -18,7 +18,7 @@ from conftest import TESTS, finish
 from rezina import exitcodes
 
 MAN = os.path.join(os.path.dirname(TESTS), 'man')
-COMMANDS = ['rz-hydrant', 'rz-notch', 'rz-bocca', 'rz', 'rezina-cli']
+COMMANDS = ['rz-hydrant', 'rz-notch', 'rz-bocca', 'rz-master', 'rz-worker', 'rz', 'rezina-cli']
 PAGES = [f'{name}.1' for name in COMMANDS] + ['rezina.7']
 EXIT_SECTIONS = {f'{name}.1': 'EXIT STATUS' for name in COMMANDS}
 EXIT_SECTIONS['rezina.7'] = 'ERRORS AND EXIT STATUS'

@@ -197,18 +197,18 @@ def test_scale_names_the_stage_by_name_or_number(master, procs):
         'typology': args['typology'], 'stage': 'fetch', 'nodes': args['n'], 'was': 2}}))
     assert rz_run(procs, server, 'scale', 'weather', 'fetch', '4') == (
         exitcodes.OK, "weather: fetch: 4 nodes (was 2)\n", '')
-    assert rz_run(procs, server, 'scale', 'weather', '1', '0') == (
-        exitcodes.OK, "weather: fetch: 0 nodes (was 2)\n", '')
+    assert rz_run(procs, server, 'scale', 'weather', '1', '1') == (
+        exitcodes.OK, "weather: fetch: 1 nodes (was 2)\n", '')
     assert requests(server) == [
         ('scale', {'typology': 'weather', 'stage': 'fetch', 'n': 4}),
-        ('scale', {'typology': 'weather', 'stage': 1, 'n': 0})]
+        ('scale', {'typology': 'weather', 'stage': 1, 'n': 1})]
 
 
-@pytest.mark.parametrize('n', ['x', '1.5', '-1', '+3', '1_0', '\u0663'])
+@pytest.mark.parametrize('n', ['x', '1.5', '-1', '0', '+3', '1_0', '\u0663'])
 def test_an_n_for_scale_that_is_not_a_whole_number_is_a_usage_error(master, procs, n):
     server = master(answering({}))
     assert rz_run(procs, server, 'scale', 'weather', 'fetch', n) == (
-        exitcodes.USAGE, '', f"rz: N {n!r}: expected a whole number of at least 0\n")
+        exitcodes.USAGE, '', f"rz: N {n!r}: expected a whole number of at least 1\n")
     assert server.seen == []
 
 
@@ -338,7 +338,7 @@ def test_the_console_reads_commands_from_a_pipe_and_goes_on_after_errors(master,
     assert proc.errfile.read_text().splitlines() == [
         "rz: no typology 'nope'",
         "rz: unknown command 'bogus' ('help' lists the commands)",
-        "rz: scale: N 'x': expected a whole number of at least 0",
+        "rz: scale: N 'x': expected a whole number of at least 1",
         "rz: stop: No closing quotation"]
     assert [op for op, _ in requests(server)] == ['ls', 'runs', 'stop', 'ps']
 

@@ -292,6 +292,22 @@ def test_gc_removes_what_is_not_kept(tmp_path, workspace, master):
     assert os.listdir(root / snapshot.BLOB_CACHE) == []
 
 
+def test_gc_store_keeps_the_snapshots_asked_for_and_their_blobs(workspace, master):
+    old = snapshot.take(workspace, master.store)
+    (workspace / 'mod.py').write_text("def f():\n    return 'new'\n")
+    new = snapshot.take(workspace, master.store)
+    blobs = os.path.join(master.store, 'blobs')
+    assert len(os.listdir(blobs)) == 5             # four files, mod.py twice
+
+    assert snapshot.gc_store(master.store, [new]) == [old]
+    assert set(os.listdir(blobs)) == {e[1] for e in snapshot.manifest(master.store, new)}
+    with pytest.raises(RezinaError, match=f'no snapshot {old}'):
+        snapshot.manifest(master.store, old)
+    assert snapshot.gc_store(master.store, [new]) == []
+    assert snapshot.gc_store(master.store, []) == [new]
+    assert os.listdir(blobs) == []
+
+
 def test_file_over_the_limit_is_refused(tmp_path, workspace, master, monkeypatch):
     monkeypatch.setattr(snapshot, 'SNAPSHOT_FILE_MAX', 1000)
     write(workspace / 'big.bin', 'x' * 1001)

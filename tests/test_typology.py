@@ -66,6 +66,9 @@ def test_several_sources_a_bound_method_a_user_backend_and_cron():
     (lambda: weather().spec(interval=-1), "--every '-1'"),
     (lambda: weather().spec(cron='61 * * * *'), "--cron '61 * * * *'"),
     (lambda: TypologyBuilder('h', 1, 'x').add_notch('mod:f'), 'is not a function'),
+    (lambda: TypologyBuilder('h', 1, 'x').add_bocca('stdout'), "give Stdout"),
+    (lambda: TypologyBuilder('h', 1, 'x').add_bocca('sqlite:out.db'),
+     "add_bocca: 'sqlite:out.db': give an absolute path"),
 ])
 def test_what_cannot_be_a_typology_is_refused_with_a_clear_error(build, says):
     with pytest.raises(RezinaError) as caught:
@@ -102,3 +105,20 @@ def test_a_master_that_does_not_answer_within_3_s_is_named(master):
     assert str(caught.value) == \
         f"no answer from rz-master at 127.0.0.1:{server.port} within 3 s"
     assert 2.5 < time.monotonic() - began < 10
+
+
+def test_an_async_notch_gets_coroutines_and_a_sink_may_be_text():
+    spec = (TypologyBuilder('h', 1, 'x').add_hydrant(ws.get_cities)
+            .add_notch(ws.fetch, 2, 8).add_notch(ws.get_city_weather, 1, 3)
+            .add_bocca('sqlite:/data/out.db').spec())
+    assert spec['notches'][0] == {'target': 'fixtures_typology:fetch', 'processes': 2,
+                                  'threads': 8, 'async': True}
+    assert 'async' not in spec['notches'][1]
+    assert spec['bocca']['target'] == 'sqlite:/data/out.db'
+    from rezina.control import plan
+    stages = plan.stages(spec)
+    assert [s.name for s in stages] == ['get_cities', 'fetch', 'get_city_weather', 'sqlite']
+    assert plan.base_argv(spec, stages[1], '10.0.0.1')[-3:] == ['-c', '8',
+                                                                'fixtures_typology:fetch']
+    assert plan.base_argv(spec, stages[2], '10.0.0.1')[-3:] == [
+        '-t', '3', 'fixtures_typology:get_city_weather']

@@ -16,6 +16,7 @@ from cluster import Cluster
 from conftest import TESTS, stderr_of, wait_for
 from rezina import TypologyBuilder
 from rezina.backends import PlainFile
+from rezina.errors import RezinaError
 
 pytestmark = pytest.mark.timeout(180)
 EXAMPLE = os.path.join(os.path.dirname(TESTS), 'examples', 'typology')
@@ -162,3 +163,17 @@ def test_a_one_shot_typology_into_plainfile_returns_once_its_run_is_written(clus
              what='the typology complete')
     [run] = cluster.request('runs', typology='once')
     assert run['state'] == 'complete' and run['items'] == 3
+
+
+def test_a_hydrant_straight_into_plainfile_writes_here_and_is_not_startable_by_name(
+        cluster, tmp_path):
+    out = tmp_path / 'numbers.jsonl'
+    (TypologyBuilder('127.0.0.1', cluster.port, 'direct')
+     .add_hydrant(ws.numbers, args=(4,)).add_bocca(PlainFile, args=(str(out),))).start()
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [0, 1, 2, 3]
+    wait_for(lambda: cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=20,
+             what='complete')
+    with pytest.raises(RezinaError) as caught:
+        cluster.request('start', typology='direct')
+    assert str(caught.value) == ("typology direct: its results went to the process that "
+                                 "submitted it (PlainFile); start it again from there")

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT = 10.0            # seconds a FETCH waits for its BLOB
 RUNS_KEPT = 1000                # run records kept while the master does not hear us
 STOPPING = 'STOPPING'
+GOODBYE_LINGER_MS = 500         # how long a stopping worker tries to say goodbye
+SNAPSHOT_GC_INTERVAL = 600.0    # seconds between removals of the snapshots no node uses
 PENDING = 'PENDING'             # a start that could not begin (no code): its last_error says why
 
 
@@ -126,7 +128,9 @@ class Agent:
         self.lines = {}             # node_id -> stderr lines not yet sent
         self.deferred = deque()     # messages that came while a FETCH waited
         self.registered = False
+        self.refused_since = None
         self.next_beat = clock()
+        self.next_gc = clock() + SNAPSHOT_GC_INTERVAL
 
     def step(self, timeout):
         """One pass of the loop: wait up to timeout s for the master or a node, then act."""
@@ -144,6 +148,9 @@ class Agent:
         self._start_pending()
         self.supervisor.poll()
         self._sync_channels()
+        if self.clock() >= self.next_gc:
+            self.next_gc = self.clock() + SNAPSHOT_GC_INTERVAL
+            self._gc()
         if self.clock() >= self.next_beat:
             self.next_beat = self.clock() + defaults.HEARTBEAT_INTERVAL
             self._beat()
@@ -155,8 +162,11 @@ class Agent:
         """Stop every node (SIGKILL after timeout s) and close the sockets."""
         try:
             self.supervisor.close(timeout)
+            if self.registered:         # so the master moves our nodes now, not in 3 s
+                self._send(protocol.GOODBYE, {'worker': self.worker_id,
+                                              'session': self.session})
         finally:
-            self.dealer.close(linger=0)
+            self.dealer.close(linger=GOODBYE_LINGER_MS)
             if self.own_context:
                 self.context.term()
 
@@ -224,8 +234,17 @@ class Agent:
 
     def _want(self, header):
         if header.get('error'):
-            raise RezinaError(f"rz-master at {self.master} refused this worker: "
-                              f"{header['error']}")
+            # a worker restarted at once is refused until its old self has been silent
+            # for PEER_LOST_AFTER; one that is refused for longer is a duplicate
+            if self.refused_since is None:
+                self.refused_since = self.clock()
+                log.warning("worker %s: rz-master says: %s; trying again", self.worker_id,
+                            header['error'])
+            elif self.clock() - self.refused_since > defaults.PEER_LOST_AFTER + 2.0:
+                raise RezinaError(f"rz-master at {self.master} refused this worker: "
+                                  f"{header['error']}")
+            return
+        self.refused_since = None
         self.registered = True
         acked = header.get('runs_ack')
         if isinstance(acked, int):
@@ -310,6 +329,20 @@ class Agent:
         self.inputs[node_id] = [argv[i + 1] for i in range(len(argv) - 1)
                                 if argv[i] in ('--in', '-i')]
         self.supervisor.start(NodeSpec(node_id, argv, env=env or None, cwd=cwd, control=True))
+
+    def _gc(self):
+        """Remove the snapshots none of our nodes runs or waits to run."""
+        keep = {os.path.basename(node.spec.cwd) for node in self.supervisor.nodes.values()
+                if node.spec.cwd}
+        keep.update(spec.get('snapshot') for spec in self.pending.values())
+        try:
+            removed = snapshot.gc(self.root, keep)
+        except OSError as exc:
+            log.warning("worker %s: cannot remove old snapshots: %s", self.worker_id, exc)
+            return
+        if removed:
+            log.info("worker %s: removed %d snapshots no node uses", self.worker_id,
+                     len(removed))
 
     def _stop(self, node_id, keep_pending=False):
         if not keep_pending:

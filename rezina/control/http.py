@@ -208,8 +208,8 @@ class HttpApi:
             stage, n = body.get('stage'), body.get('n')
             if isinstance(stage, bool) or not isinstance(stage, (str, int)):
                 raise HttpError(400, 'scale needs "stage": a stage name or number')
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise HttpError(400, 'scale needs "n": a number of nodes from 0')
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise HttpError(400, 'scale needs "n": a number of nodes from 1')
             args.update(stage=stage, n=n)
         with _Master(self) as master:
             return master.request(action, **args)

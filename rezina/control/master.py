@@ -6,6 +6,7 @@ then marks silent workers offline and reconciles the placements. A worker's HEAR
 answered by a WANT built from the placements; REQUESTs are answered by ops.Ops.
 """
 
+import hashlib
 import logging
 import os
 import time
@@ -46,7 +47,11 @@ class Master:
             raise RezinaError(f"cannot bind the control socket on {host}:{port}: "
                               f"{exc}") from None
         self.host = host
-        os.makedirs(self.logdir, exist_ok=True)
+        try:
+            os.makedirs(self.logdir, exist_ok=True)
+        except OSError as exc:
+            self.router.close()
+            raise RezinaError(f"cannot use log dir {self.logdir}: {exc.strerror}") from None
         log.info("rz-master listening on %s:%d (workspace %s, logs %s, state %s)", host,
                  self.port, self.workspace, self.logdir, os.path.dirname(state.path))
 
@@ -87,6 +92,8 @@ class Master:
                 self._heartbeat(peer, header)
             elif kind == protocol.REQUEST:
                 self._send(peer, protocol.REPLY, self.ops.answer(header))
+            elif kind == protocol.GOODBYE:
+                self.registry.worker_left(header)
             elif kind == protocol.LOG:
                 self._log_lines(header)
             elif kind == protocol.FETCH:
@@ -227,7 +234,10 @@ class Master:
     # logs
 
     def log_path(self, typology):
-        return os.path.join(self.logdir, plan.safe_name(typology) + '.log')
+        name = plan.safe_name(typology)
+        if name != typology:                # 'a b' and 'a_b' get files of their own
+            name += '-' + hashlib.sha256(typology.encode()).hexdigest()[:8]
+        return os.path.join(self.logdir, name + '.log')
 
     def _log_lines(self, header):
         node_id = str(header.get('node_id'))
@@ -238,6 +248,14 @@ class Master:
         stamp = time.strftime('%Y-%m-%d %H:%M:%S')
         with open(self.log_path(typology), 'a', encoding='utf-8') as f:
             f.writelines(f"{stamp} {node_id}: {line.rstrip()}\n" for line in lines)
+
+    def forget_snapshots(self):
+        """Remove the stored snapshots no typology runs (the ones of stopped nodes still
+        draining go too: they have their code)."""
+        keep = {t.snapshot for t in self.registry.typologies.values()}
+        removed = snapshot.gc_store(self.store, keep)
+        if removed:
+            log.info("removed %d snapshots no typology uses", len(removed))
 
     def take_snapshot(self):
         if not os.path.isdir(self.workspace):

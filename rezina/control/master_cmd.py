@@ -41,8 +41,10 @@ PROG = 'rz-master'
 def _serve(args):
     port = int_option(args, '--port', 0)
     http_port = int_option(args, '--http-port', 0)
-    state_dir = os.path.expanduser(args['--state-dir'])
-    logdir = os.path.expanduser(args['--logdir'])
+    # absolute before -D moves to /
+    state_dir = os.path.abspath(os.path.expanduser(args['--state-dir']))
+    logdir = os.path.abspath(os.path.expanduser(args['--logdir']))
+    workspace = os.path.abspath(os.path.expanduser(args['--workspace']))
     if args['--daemon']:
         State.open(state_dir).close()           # refuse here, not in the background
         from rezina.control.daemon import daemonize
@@ -52,7 +54,7 @@ def _serve(args):
     stopping = []
     http = master = None
     try:
-        master = Master(state, args['--host'], port, args['--workspace'], logdir)
+        master = Master(state, args['--host'], port, workspace, logdir)
         if http_port:
             from rezina.control.http import HttpApi, load_token
             # the API asks the master as any client does, over loopback when it binds all

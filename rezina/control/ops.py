@@ -125,6 +125,7 @@ class Ops:
 
     def op_start(self, spec=None, typology=None):
         if spec is None:
+            self._not_returned(str(typology))
             t = self.registry.start(str(typology))
             return {'typology': t.name, 'state': t.state}
         plan.check_spec(spec)
@@ -136,17 +137,26 @@ class Ops:
 
     def op_restart(self, spec=None, typology=None):
         if spec is None:
-            t = self.registry._get(str(typology))
+            t = self._not_returned(str(typology))
             spec = t.spec
             self.registry.stop(t.name)
         else:
             plan.check_spec(spec)
         return self._put(spec)
 
+    def _not_returned(self, name):
+        t = self.registry._get(name)
+        if t.spec['bocca'].get('remote'):
+            raise RezinaError(f"typology {name}: its results went to the process that "
+                              f"submitted it ({t.spec['bocca']['target'].split(':')[-1]}); "
+                              f"start it again from there")
+        return t
+
     def _put(self, spec):
         snapshot_id = self.master.take_snapshot()
         t = self.registry.put(spec, snapshot_id)
         log.info("typology %s submitted (snapshot %s)", t.name, snapshot_id[:12])
+        self.master.forget_snapshots()
         return {'typology': t.name, 'state': t.state, 'snapshot': snapshot_id}
 
     def op_stop(self, typology):
@@ -156,6 +166,7 @@ class Ops:
     def op_remove(self, typology):
         name = str(typology)
         self.registry.remove(name)
+        self.master.forget_snapshots()
         return {'typology': name, 'state': 'REMOVED'}
 
     def op_scale(self, typology, stage, n):

@@ -101,7 +101,7 @@ def base_argv(spec, stage, address, run_id=None):
     extra = stage.extra
     name = safe_name(f"{spec['name']}.{stage.name}")
     if stage.kind == HYDRANT:
-        argv = ['rz-hydrant', '--name', name, '--out', f"tcp://{address}:*"]
+        argv = ['rz-hydrant', '--name', name, '--out', output(spec, stage, address)]
         schedule = spec.get('schedule') or {}
         if schedule.get('cron'):
             argv += ['--cron', schedule['cron']]
@@ -118,7 +118,9 @@ def base_argv(spec, stage, address, run_id=None):
     follow = ['--follow'] if periodic(spec) else []
     if stage.kind == NOTCH:
         argv = ['rz-notch', '--name', name, '--out', output(spec, stage, address), *follow]
-        if extra.get('threads', 1) > 1:
+        if extra.get('async'):
+            argv += ['-c', str(extra.get('threads', 1))]
+        elif extra.get('threads', 1) > 1:
             argv += ['-t', str(extra['threads'])]
         return argv + [extra['target']]
     argv = ['rz-bocca', '--name', name, '--mode', extra.get('mode', 'batch'), *follow]

@@ -12,6 +12,7 @@ a second frame. The master binds a ROUTER; workers and clients connect DEALERs.
     LOG       worker -> master   {node_id, lines}
     REQUEST   client -> master   {rid, op, args}
     REPLY     master -> client   {rid, ok, result | error}
+    GOODBYE   worker -> master   {worker, session}           it is stopping
 """
 
 import os
@@ -31,8 +32,9 @@ BLOB = b'B'
 LOG = b'L'
 REQUEST = b'Q'
 REPLY = b'A'
+GOODBYE = b'G'
 
-KINDS = frozenset((REGISTER, HEARTBEAT, WANT, FETCH, BLOB, LOG, REQUEST, REPLY))
+KINDS = frozenset((REGISTER, HEARTBEAT, WANT, FETCH, BLOB, LOG, REQUEST, REPLY, GOODBYE))
 MAX_HEADER = 16 << 20       # a control header larger than this is not rezina's
 
 

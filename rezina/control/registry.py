@@ -14,6 +14,7 @@ A placement's `want` is 'run' or 'stop'. A 'stop' placement is forgotten once it
 no longer reports it, has stopped it, or is offline.
 """
 
+import datetime
 import logging
 import time
 
@@ -30,6 +31,12 @@ STARTING, DEGRADED, STOPPING, STOPPED, COMPLETE = (
     'STARTING', 'DEGRADED', 'STOPPING', 'STOPPED', 'COMPLETE')
 ACTIVE = (STARTING, RUNNING, DEGRADED)
 ENDED = ('STOPPED', FAILED, 'PENDING')      # reported states of a node that is not running
+
+
+def one_shot_id():
+    """The run id of a one-shot typology's start: UTC, to the millisecond."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime('%Y%m%dT%H%M%S.') + f"{now.microsecond // 1000:03d}Z"
 
 
 class Worker:
@@ -119,7 +126,8 @@ class Registry:
         wid = str(header.get('worker'))
         w = self.workers.get(wid)
         if w is not None and w.state == ONLINE and w.session != header.get('session') \
-                and w.peer != peer and self.clock() - w.seen < defaults.PEER_LOST_AFTER:
+                and w.peer is not None and w.peer != peer \
+                and self.clock() - w.seen < defaults.PEER_LOST_AFTER:
             raise RezinaError(f"another rz-worker is online as {wid} (same host and "
                               f"--worker-ip): give this one another --worker-ip")
         if w is None or w.session != header.get('session') or w.state != ONLINE:
@@ -138,14 +146,25 @@ class Registry:
                                      w.wall_seen)
         return w
 
+    def worker_left(self, header):
+        """A worker said goodbye (it is stopping): offline now, its nodes move."""
+        w = self.workers.get(str(header.get('worker')))
+        if w is not None and w.session == header.get('session') and w.state == ONLINE:
+            log.info("worker %s: stopped", w.id)
+            self._offline(w)
+
+    def _offline(self, w):
+        w.state = OFFLINE
+        w.reported = {}
+        w.peer = None
+        self.state.set_worker_state(w.id, OFFLINE)
+
     def check_workers(self):
         now = self.clock()
         for w in self.workers.values():
             if w.state == ONLINE and now - w.seen > defaults.PEER_LOST_AFTER:
                 log.warning("worker %s: no heartbeat for %.1f s: offline", w.id, now - w.seen)
-                w.state = OFFLINE
-                w.reported = {}
-                self.state.set_worker_state(w.id, OFFLINE)
+                self._offline(w)
 
     def load(self, worker_id):
         return sum(self._weight(p) for p in self.placements.values()
@@ -175,7 +194,7 @@ class Registry:
         old = self.typologies.get(name)
         schedule = spec.get('schedule') or {}
         if schedule.get('interval') is None and not schedule.get('cron'):
-            spec = dict(spec, run_id=time.strftime('%Y%m%dT%H%M%S'))    # one run, named
+            spec = dict(spec, run_id=one_shot_id())                     # one run, named
         t = Typology(name, spec, snapshot, STARTING)
         self.typologies[name] = t
         self.state.put_typology(name, spec, snapshot, STARTING)
@@ -217,7 +236,7 @@ class Registry:
         for p in list(self.of(name)):
             self._forget(p)
         if t.spec.get('run_id'):
-            t.spec = dict(t.spec, run_id=time.strftime('%Y%m%dT%H%M%S'))
+            t.spec = dict(t.spec, run_id=one_shot_id())
             self.state.put_typology(name, t.spec, t.snapshot, t.state)
         self._set_state(t, STARTING)
         return t

@@ -99,7 +99,7 @@ def request_of(args):
         stage = args['STAGE']
         return 'scale', {'typology': typology,
                          'stage': int(stage) if WHOLE.fullmatch(stage) else stage,
-                         'n': whole_number(args['N'], 'N', 0)}
+                         'n': whole_number(args['N'], 'N', 1)}
     return next(op for op in ACTIONS if args[op]), {'typology': typology}
 
 

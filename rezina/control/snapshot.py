@@ -87,6 +87,33 @@ def blob(store, sha):
         raise RezinaError(f"no blob {sha} in {store}") from None
 
 
+def gc_store(store, keep_ids):
+    """Remove from a master's store the manifests not in `keep_ids` and the blobs no kept
+    manifest names; returns the removed snapshot ids."""
+    keep = set(keep_ids)
+    manifests = os.path.join(store, 'manifests')
+    removed, used = [], set()
+    for name in _listdir(manifests):
+        snapshot_id = name.removesuffix('.json')
+        if snapshot_id in keep:
+            used.update(entry[1] for entry in manifest(store, snapshot_id))
+        elif _HASH.match(snapshot_id):
+            _remove(os.path.join(manifests, name))
+            removed.append(snapshot_id)
+    blobs = os.path.join(store, 'blobs')
+    for name in _listdir(blobs):
+        if _HASH.match(name) and name not in used:
+            _remove(os.path.join(blobs, name))
+    return removed
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
 def materialize(snapshot_id, root, fetch_manifest, fetch_blob):
     """Make `root/ID` hold the snapshot's files and return its path.
 

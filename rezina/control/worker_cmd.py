@@ -29,7 +29,7 @@ import sys
 from rezina import defaults
 from rezina.cli import int_option, run_command
 from rezina.control.agent import Agent
-from rezina.errors import UsageError
+from rezina.errors import RezinaError, UsageError
 
 log = logging.getLogger(__name__)
 PROG = 'rz-worker'
@@ -43,8 +43,11 @@ def _serve(args):
     except ValueError:
         raise UsageError(f"--worker-ip {ip!r}: expected an IP address") from None
     slots = int_option(args, '--slots', 1) if args['--slots'] else os.cpu_count() or 1
-    root = os.path.expanduser(args['--root'])
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    root = os.path.abspath(os.path.expanduser(args['--root']))     # before -D moves to /
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise RezinaError(f"cannot use --root {root}: {exc.strerror}") from None
     if args['--daemon']:
         from rezina.control.daemon import daemonize
         daemonize(os.path.join(root, f'worker-{ip}.pid'), os.path.join(root, f'worker-{ip}.log'))
