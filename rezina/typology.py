@@ -16,12 +16,15 @@ import datetime
 import inspect
 
 from rezina import defaults
+from rezina.control.plan import check_name
 from rezina.control.protocol import Client
 from rezina.control.results import LocalSink, comes_back
-from rezina.errors import UsageError
+from rezina.errors import RezinaError, UsageError
 from rezina.schedule import check_interval, check_start
 
 MODES = ('batch', 'stream')
+RUNNING_STATES = ('STARTING', 'RUNNING', 'DEGRADED')
+API_NAMES = (('--every', 'interval'), ('--start', 'start_time'), ('--cron', 'cron'))
 
 
 class TypologyError(UsageError):
@@ -53,9 +56,10 @@ class TypologyBuilder:
     host:port under name; every add_ method returns the builder, so calls chain."""
 
     def __init__(self, host, port, name, timeout=defaults.MASTER_ANSWER_TIMEOUT):
-        if not isinstance(name, str) or not name or '::' in name or not name.isprintable():
-            raise TypologyError(f"typology name {name!r}: expected printable text "
-                                f"without '::'")
+        try:
+            check_name(name)
+        except UsageError as exc:
+            raise TypologyError(str(exc)) from None
         self.host = host
         self.port = int(port)
         self.name = name
@@ -107,12 +111,18 @@ class TypologyBuilder:
             raise TypologyError("interval and cron are two schedules: give one of them")
         if isinstance(start_time, datetime.datetime):
             start_time = start_time.timestamp()
-        schedule = {'start': check_start(start_time),
-                    'interval': check_interval(interval) if interval is not None else None,
-                    'cron': cron}
-        if cron is not None:
-            from rezina.cron import parse_cron      # croniter costs 20 ms to import
-            schedule['cron'] = parse_cron(cron)
+        try:
+            schedule = {'start': check_start(start_time),
+                        'interval': check_interval(interval) if interval is not None
+                        else None, 'cron': cron}
+            if cron is not None:
+                from rezina.cron import parse_cron      # croniter costs 20 ms to import
+                schedule['cron'] = parse_cron(cron)
+        except UsageError as exc:       # worded for the command line: name our arguments
+            text = str(exc)
+            for option, argument in API_NAMES:
+                text = text.replace(option, argument)
+            raise TypologyError(text) from None
         return {'name': self.name, 'schedule': schedule, 'sources': self.sources,
                 'notches': self.notches, 'bocca': self.bocca}
 
@@ -140,8 +150,18 @@ class TypologyBuilder:
         except BaseException:
             sink.close()
             raise
-        sink.wait(on_interrupt=self.stop)
+        sink.wait(on_interrupt=self.stop, still_wanted=self._running)
         return answer
+
+    def _running(self):
+        """False once the master says this typology is not running (True if it does
+        not answer: the results flow without it)."""
+        try:
+            listed = self._request('ls')
+        except RezinaError:
+            return True
+        return any(t.get('name') == self.name and t.get('state') in RUNNING_STATES
+                   for t in listed)
 
     def stop(self):
         return self._request('stop', typology=self.name)

@@ -33,3 +33,13 @@ def get_city_weather(city):
 def slowish(x):
     time.sleep(0.005)
     return {'x': x, 'pid': os.getpid()}
+
+
+class Forecaster:
+    """A target that is a method: the class is built once per worker process."""
+
+    def __init__(self):
+        self.word = 'Sunny'
+
+    def forecast(self, city):
+        return {'city': city, 'weather': self.word}

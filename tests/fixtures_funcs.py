@@ -139,3 +139,4 @@ def big_strings(count, kib):
 
 def length(item):
     return len(item)
+

@@ -111,8 +111,12 @@ def test_a_killed_worker_has_its_nodes_moved_to_the_other_within_5_s(cluster, tm
 
 def test_a_function_that_does_not_import_fails_its_node_and_the_master_answers(cluster,
                                                                                tmp_path):
-    os.remove(cluster.workspace / 'fixtures_cluster.py')     # not in the workspace
-    builder(cluster, 'broken', db=tmp_path / 'out.db').start(interval=5)
+    # in the workspace and compiles, but needs what the workers do not have
+    (cluster.workspace / 'needs_more.py').write_text(
+        "import no_such_dependency\n\n\ndef numbers():\n    return [1]\n")
+    spec = builder(cluster, 'broken', db=tmp_path / 'out.db').spec(interval=5)
+    spec['sources'][0]['target'] = 'needs_more:numbers'
+    cluster.request('start', spec=spec)
     answers = []
 
     def failed():
@@ -124,13 +128,14 @@ def test_a_function_that_does_not_import_fails_its_node_and_the_master_answers(c
     wait_for(failed, timeout=60, what='the hydrant node FAILED')
     node = cluster.nodes('broken', 'numbers')[0]
     assert node['restarts'] == 4
-    assert "No module named 'fixtures_cluster'" in node['last_error'], node
+    assert "No module named 'no_such_dependency'" in node['last_error'], node
     assert max(answers) < 1.0
     [typology] = cluster.request('ls')
     assert typology['state'] == 'DEGRADED' and typology['failed_nodes'] == 1
+    assert cluster.nodes('broken', 'numbers')[0]['state'] == 'FAILED'
     # its consumers wait for a producer to read from; nothing else is started
     assert {n['state'] for n in cluster.nodes('broken', 'record')} == {'WAITING'}
-    assert "No module named 'fixtures_cluster'" in cluster.log('broken')
+    assert "No module named 'no_such_dependency'" in cluster.log('broken')
 
 
 def test_a_killed_master_leaves_the_items_flowing_and_reattaches_when_restarted(

@@ -9,6 +9,7 @@ import fixtures_cluster as ws
 from cluster import rows
 from conftest import stderr_of, wait_for
 from rezina import TypologyBuilder
+from rezina.errors import RezinaError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,3 +79,27 @@ def test_a_second_master_on_the_same_state_dir_refuses_to_start(cluster, procs):
     assert stderr_of(second).strip() == (
         f"rz-master: another rz-master (pid {cluster.master.pid}) is using "
         f"{cluster.state}")
+
+
+def test_code_that_is_not_in_the_workspace_or_does_not_compile_is_refused_at_submit(
+        cluster, tmp_path):
+    module = cluster.workspace / 'fixtures_cluster.py'
+    code = module.read_text()
+    module.rename(cluster.workspace / 'elsewhere.py')
+    with pytest.raises(RezinaError) as caught:
+        typology(cluster, 'x', tmp_path / 'x.db').start(interval=1)
+    assert str(caught.value) == (
+        f"typology x: module 'fixtures_cluster' (of fixtures_cluster:numbers) is not in the "
+        f"workspace {cluster.workspace}, nor installed where rz-master runs")
+    assert cluster.request('ls') == []
+
+    module.write_text(code)
+    typology(cluster, 'x', tmp_path / 'x.db').start(interval=1)
+    before = pids(cluster, 'x') if cluster.wait_running('x', count=3) else None
+    module.write_text(code + "\ndef broken(:\n")
+    with pytest.raises(RezinaError) as caught:
+        cluster.request('restart', typology='x')
+    assert str(caught.value).startswith(
+        f"typology x: {cluster.workspace}/fixtures_cluster.py line ")
+    assert pids(cluster, 'x') == before             # the running one was left alone
+    assert cluster.request('ls')[0]['state'] == 'RUNNING'

@@ -50,15 +50,13 @@ def test_rz_shows_and_steers_a_running_typology(cluster, procs, tmp_path):
 
     status, out, _ = rz(procs, cluster, 'stop', 'shown')
     assert (status, out.strip()) == (0, 'shown: STOPPING')
-    status, _, err = rz(procs, cluster, 'remove', 'shown')
-    if status != 0:                              # still stopping: refused, then done
-        assert 'stop it before removing it' in err
-        wait_for(lambda: cluster.request('ls')[0]['state'] == 'STOPPED', timeout=40,
-                 what='stopped')
-        status, _, err = rz(procs, cluster, 'remove', 'shown')
-    assert status == 0, err
+    status, out, err = rz(procs, cluster, 'remove', 'shown')    # goes once it has stopped
+    assert status == 0 and out.strip() in ('shown: STOPPING', 'shown: REMOVED'), err
+    wait_for(lambda: cluster.request('ls') == [], timeout=40, what='removed')
     status, _, err = rz(procs, cluster, 'ps', 'shown')
     assert status == 1 and err.strip() == "rz: unknown typology 'shown'"
+    status, out, _ = rz(procs, cluster, 'runs', 'shown', '--json')
+    assert status == 0 and len(json.loads(out)) >= 2     # its history stays
 
 
 def test_daemons_write_their_pid_files_and_stop_on_sigterm(procs, tmp_path):

@@ -151,7 +151,8 @@ def test_a_node_goes_on_when_the_worker_closes_the_channel(procs, worker):
     channel.close()
     before = len(stderr_of(source).splitlines())
     wait_for(lambda: len(stderr_of(source).splitlines()) > before + 2, what='more runs')
-    assert 'closed the channel; going on without it' in stderr_of(source)
+    assert 'control: the channel closed' in stderr_of(source)
+    assert 'going on without it' in stderr_of(source)
     assert source.poll() is None
     source.terminate()
     assert source.wait(timeout=30) == 0

@@ -144,3 +144,4 @@ def test_a_slow_sink_keeps_its_heartbeat(procs, tmp_path):
         assert proc.wait(timeout=60) == 0, stderr_of(proc)
     assert sorted(int(x) for x in out.read_text().split()) == list(range(50))
     assert 'lost' not in stderr_of(source) and 'redelivering' not in stderr_of(source)
+

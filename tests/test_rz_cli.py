@@ -461,3 +461,14 @@ def test_completion_offers_nothing_when_the_master_is_silent(master):
     finally:
         console.names.close()
         client.close()
+
+
+@pytest.mark.parametrize('error, shown', [
+    ("was killed by SIGKILL\n20:55:58 rz-notch[1] INFO t.f: bound tcp://127.0.0.2:1",
+     "was killed by SIGKILL"),
+    ("exited with status 2\nrz-hydrant: cannot import 'm:f': No module named 'm'",
+     "exited with status 2: rz-hydrant: cannot import 'm:f': No module named 'm'"),
+    ("Traceback (most recent call last):\n  ...\nKeyError: 'city'", "KeyError: 'city'"),
+])
+def test_last_error_says_how_a_node_ended_and_why_when_it_knows(error, shown):
+    assert rz.last_error({'last_error': error}, 0) == shown

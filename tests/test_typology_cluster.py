@@ -77,7 +77,8 @@ def test_restart_without_a_start_time_runs_on_the_epoch_grid(cluster, tmp_path):
     assert stamp_of(first_run(cluster, 'epoch')) % 3 == 0
 
 
-def test_stdout_prints_in_the_submitting_process_until_ctrl_c(cluster, procs, tmp_path):
+def submit_printed(cluster, procs, tmp_path):
+    """A script that submits a typology into Stdout, printing here; (process, lines)."""
     script = tmp_path / 'submit.py'
     script.write_text(
         "import sys\n"
@@ -99,17 +100,48 @@ def test_stdout_prints_in_the_submitting_process_until_ctrl_c(cluster, procs, tm
                 if line.startswith('{')]
 
     wait_for(lambda: len(lines()) >= 6, timeout=40, what='two runs printed')
+    return proc, out, lines
+
+
+def children(pid):
+    path = f'/proc/{pid}/task/{pid}/children'
+    with open(path) as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_stdout_prints_in_the_submitting_process_until_ctrl_c(cluster, procs, tmp_path,
+                                                              signum):
+    proc, out, lines = submit_printed(cluster, procs, tmp_path)
     assert {line['city'] for line in lines()} == {'Ljubljana', 'Koper', 'Maribor'}
     assert all(line['weather'] == 'Sunny' for line in lines())
     nodes = cluster.nodes('printed')
     assert [n['stage'] for n in nodes] == ['get_cities', 'get_city_weather']
 
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     assert proc.wait(timeout=40) == 0, stderr_of(proc)
     assert out.read_text().splitlines()[-1] == 'returned'
     wait_for(lambda: cluster.request('ls')[0]['state'] == 'STOPPED', timeout=40,
              what='the typology stopped')
 
+
+def test_the_submitter_ends_when_its_typology_is_stopped_elsewhere(cluster, procs,
+                                                                   tmp_path):
+    proc, out, _ = submit_printed(cluster, procs, tmp_path)
+    cluster.request('stop', typology='printed')
+    assert proc.wait(timeout=40) == 0, stderr_of(proc)
+    assert 'the typology was stopped elsewhere' in stderr_of(proc)
+    assert out.read_text().splitlines()[-1] == 'returned'
+
+
+def test_the_local_sink_dies_with_a_killed_submitter(cluster, procs, tmp_path):
+    proc, _, _ = submit_printed(cluster, procs, tmp_path)
+    [bocca] = children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_for(lambda: not os.path.exists(f'/proc/{bocca}') or
+             open(f'/proc/{bocca}/stat').read().split()[2] == 'Z', timeout=40,
+             what='the local rz-bocca gone')
 
 def test_the_original_weather_example_prints_every_city_every_10_s(procs, tmp_path):
     service = procs.start([sys.executable, os.path.join(os.path.dirname(TESTS), 'examples',
@@ -153,12 +185,13 @@ def test_a_one_shot_typology_into_plainfile_returns_once_its_run_is_written(clus
                                                                           tmp_path):
     out = tmp_path / 'cities.jsonl'
     tb = (TypologyBuilder('127.0.0.1', cluster.port, 'once')
-          .add_hydrant(ws.get_cities).add_notch(ws.get_city_weather)
+          .add_hydrant(ws.get_cities).add_notch(ws.Forecaster.forecast)
           .add_bocca(PlainFile, args=(str(out),)))
     answer = tb.start()
     assert answer['typology'] == 'once'
-    assert sorted(json.loads(line)['city'] for line in out.read_text().splitlines()) == \
-        ['Koper', 'Ljubljana', 'Maribor']
+    assert sorted((json.loads(line)['city'], json.loads(line)['weather'])
+                  for line in out.read_text().splitlines()) == \
+        [('Koper', 'Sunny'), ('Ljubljana', 'Sunny'), ('Maribor', 'Sunny')]
     wait_for(lambda: cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=20,
              what='the typology complete')
     [run] = cluster.request('runs', typology='once')

@@ -173,7 +173,8 @@ class HttpApi:
             if parts == ['workers']:
                 return master.request('workers')
             if parts == ['nodes']:
-                return master.request('ps', typology=None)
+                return master.request('ps', typology=(query.get('typology') or [''])[-1]
+                                      or None)
             if parts == ['typologies']:
                 return master.request('ls')
             if len(parts) == 2 and parts[0] == 'typologies':

@@ -6,7 +6,6 @@ then marks silent workers offline and reconciles the placements. A worker's HEAR
 answered by a WANT built from the placements; REQUESTs are answered by ops.Ops.
 """
 
-import hashlib
 import logging
 import os
 import time
@@ -47,11 +46,12 @@ class Master:
             raise RezinaError(f"cannot bind the control socket on {host}:{port}: "
                               f"{exc}") from None
         self.host = host
-        try:
-            os.makedirs(self.logdir, exist_ok=True)
-        except OSError as exc:
-            self.router.close()
-            raise RezinaError(f"cannot use log dir {self.logdir}: {exc.strerror}") from None
+        for what, path in (('log dir', self.logdir), ('workspace', self.workspace)):
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:
+                self.router.close()
+                raise RezinaError(f"cannot use {what} {path}: {exc.strerror}") from None
         log.info("rz-master listening on %s:%d (workspace %s, logs %s, state %s)", host,
                  self.port, self.workspace, self.logdir, os.path.dirname(state.path))
 
@@ -99,7 +99,8 @@ class Master:
             elif kind == protocol.FETCH:
                 self._fetch(peer, header)
         except Exception:                   # one bad message never stops the master
-            log.exception("a %r message could not be handled", kind)
+            log.exception("a control message of kind %s failed", kind.decode('ascii',
+                                                                             'replace'))
 
     def _send(self, peer, kind, header, blob=None):
         try:
@@ -191,6 +192,9 @@ class Master:
         for node_id, entry in reported.items():
             p = reg.placements.get(node_id)
             if p is None or p.worker_id != worker.id or p.want == 'stop':
+                if p is None and entry.get('state') not in ENDED:
+                    log.info("node %s on %s belongs to no typology: stopped", node_id,
+                             worker.id)
                 stop.append(node_id)
                 if p is not None and p.want == 'stop' and p.worker_id == worker.id \
                         and entry.get('state') in ENDED:
@@ -234,10 +238,7 @@ class Master:
     # logs
 
     def log_path(self, typology):
-        name = plan.safe_name(typology)
-        if name != typology:                # 'a b' and 'a_b' get files of their own
-            name += '-' + hashlib.sha256(typology.encode()).hexdigest()[:8]
-        return os.path.join(self.logdir, name + '.log')
+        return os.path.join(self.logdir, plan.safe_name(typology) + '.log')
 
     def _log_lines(self, header):
         node_id = str(header.get('node_id'))
@@ -246,8 +247,11 @@ class Master:
         if not lines or typology not in self.registry.typologies:
             return
         stamp = time.strftime('%Y-%m-%d %H:%M:%S')
-        with open(self.log_path(typology), 'a', encoding='utf-8') as f:
-            f.writelines(f"{stamp} {node_id}: {line.rstrip()}\n" for line in lines)
+        try:
+            with open(self.log_path(typology), 'a', encoding='utf-8') as f:
+                f.writelines(f"{stamp} {node_id}: {line.rstrip()}\n" for line in lines)
+        except OSError as exc:
+            log.warning("typology %s: %d log lines lost: %s", typology, len(lines), exc)
 
     def forget_snapshots(self):
         """Remove the stored snapshots no typology runs (the ones of stopped nodes still
@@ -258,9 +262,6 @@ class Master:
             log.info("removed %d snapshots no typology uses", len(removed))
 
     def take_snapshot(self):
-        if not os.path.isdir(self.workspace):
-            os.makedirs(self.workspace, exist_ok=True)
-            log.info("workspace %s created (empty)", self.workspace)
         return snapshot.take(self.workspace, self.store)
 
 

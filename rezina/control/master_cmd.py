@@ -17,7 +17,8 @@ Options:
   --http-host=HOST       The address the HTTP API binds [default: 127.0.0.1].
   --state-dir=DIR        Workers, typologies, placements and runs, in SQLite
                          [default: ~/.rezina].
-  -R, --reset            Forget the saved state (it is renamed aside, not deleted).
+  -R, --reset            Forget the saved state (it is renamed aside, not deleted): the
+                         workers stop the nodes of the typologies it held.
   -D, --daemon           Run in the background: the pid in STATE-DIR/master.pid, the log
                          in LOGDIR/master.log.
   --log-level=LEVEL      debug, info, warning or error [default: info].

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from rezina.control import plan
+from rezina.control import plan, targets
 from rezina.control.registry import ACTIVE, OFFLINE
 from rezina.errors import RezinaError
 from rezina.schedule import resolve_first, grid_index
@@ -37,6 +37,10 @@ class Ops:
             return {'rid': rid, 'ok': False, 'error': f"op {op}: {exc}"}
         except RezinaError as exc:
             return {'rid': rid, 'ok': False, 'error': str(exc)}
+        except Exception as exc:            # a bug: answered, so the client does not wait
+            log.exception("op %s failed", op)
+            return {'rid': rid, 'ok': False,
+                    'error': f"rz-master failed on {op}: {type(exc).__name__}: {exc}"}
 
     # reading
 
@@ -90,9 +94,11 @@ class Ops:
         return 1 << 30
 
     def op_runs(self, typology, limit=50):
-        self.registry._get(typology)
+        runs = self.master.state.runs(typology, limit=int(limit))
+        if not runs:
+            self.registry._get(typology)       # an unknown name, or one never run
         return [{k: r[k] for k in ('run_id', 'started', 'ended', 'items', 'failed', 'state')}
-                for r in self.master.state.runs(typology, limit=int(limit))]
+                for r in runs]
 
     def op_stages(self, typology):
         return [s.describe() for s in self.registry._get(typology).stages]
@@ -138,10 +144,8 @@ class Ops:
     def op_restart(self, spec=None, typology=None):
         if spec is None:
             t = self._not_returned(str(typology))
-            spec = t.spec
-            self.registry.stop(t.name)
-        else:
-            plan.check_spec(spec)
+            return self._put(t.spec, stop_first=True)
+        plan.check_spec(spec)
         return self._put(spec)
 
     def _not_returned(self, name):
@@ -152,8 +156,13 @@ class Ops:
                               f"start it again from there")
         return t
 
-    def _put(self, spec):
+    def _put(self, spec, stop_first=False):
+        """Snapshot the workspace, check the spec's code is in it, then run the spec
+        (after stopping the typology's nodes, for a restart by name)."""
         snapshot_id = self.master.take_snapshot()
+        targets.check(spec, self.master.store, snapshot_id, self.master.workspace)
+        if stop_first:
+            self.registry.stop(spec['name'])
         t = self.registry.put(spec, snapshot_id)
         log.info("typology %s submitted (snapshot %s)", t.name, snapshot_id[:12])
         self.master.forget_snapshots()
@@ -165,9 +174,9 @@ class Ops:
 
     def op_remove(self, typology):
         name = str(typology)
-        self.registry.remove(name)
+        state = self.registry.remove(name)
         self.master.forget_snapshots()
-        return {'typology': name, 'state': 'REMOVED'}
+        return {'typology': name, 'state': state}
 
     def op_scale(self, typology, stage, n):
         if type(n) is not int:

@@ -16,6 +16,7 @@ A node is one stage command: a hydrant or a bocca weighs 1, a notch its threads.
 is TYPOLOGY::STAGE::INDEX, which is why a typology's name may not hold '::'.
 """
 
+import hashlib
 import json
 import re
 
@@ -91,15 +92,19 @@ def node_id(typology, stage_name, index):
 
 
 def safe_name(text):
-    """text as a source name, a log file name: no '/', ':' or spaces."""
-    return re.sub(r'[^A-Za-z0-9_.-]', '_', text)
+    """text as a source name or a file name: no '/', ':' or spaces; a text that had to
+    change gets a hash of itself, so that 'a b' and 'a_b' stay apart."""
+    name = re.sub(r'[^A-Za-z0-9_.-]', '_', text)
+    if name != text:
+        name += '-' + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return name
 
 
 def base_argv(spec, stage, address, run_id=None):
     """The command line of a node of `stage` on a worker at `address`, without the
     producers to read from (the master adds those as --in when it starts the node)."""
     extra = stage.extra
-    name = safe_name(f"{spec['name']}.{stage.name}")
+    name = f"{safe_name(spec['name'])}.{safe_name(stage.name)}"
     if stage.kind == HYDRANT:
         argv = ['rz-hydrant', '--name', name, '--out', output(spec, stage, address)]
         schedule = spec.get('schedule') or {}
@@ -154,13 +159,23 @@ def with_inputs(argv, endpoints):
     return [argv[0], *inputs, *argv[1:]]
 
 
+NAME_MAX = 100                  # characters of a typology's name
+
+
+def check_name(name):
+    """UsageError naming what is wrong with a typology name, else None."""
+    if not isinstance(name, str) or not name or SEP in name or not name.isprintable() \
+            or name.startswith('-') or len(name) > NAME_MAX:
+        raise UsageError(f"typology name {name!r}: expected printable text of at most "
+                         f"{NAME_MAX} characters, without '::' and not starting with '-'")
+
+
 def check_spec(spec):
     """A UsageError naming what is wrong with a spec from a client, else None."""
     if not isinstance(spec, dict) or not isinstance(spec.get('name'), str):
         raise UsageError("a typology spec must be a map with a name")
+    check_name(spec['name'])
     name = spec['name']
-    if not name or SEP in name or not name.isprintable():
-        raise UsageError(f"typology name {name!r}: expected printable text without '::'")
     if not spec.get('sources'):
         raise UsageError(f"typology {name!r} has no hydrant")
     if not isinstance(spec.get('bocca'), dict):

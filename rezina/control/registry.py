@@ -87,6 +87,7 @@ class Typology:
         self.snapshot = snapshot
         self.state = state
         self.stages = plan.stages(spec)
+        self.removing = False       # forget it once its nodes have stopped
 
 
 class Registry:
@@ -261,12 +262,23 @@ class Registry:
         return {'typology': name, 'stage': stage.name, 'nodes': n, 'was': was}
 
     def remove(self, name):
+        """Forget a typology, at once if it has no nodes, else once they have stopped;
+        its runs stay. Returns its state: REMOVED or STOPPING."""
         t = self._get(name)
         if t.state not in (STOPPED, COMPLETE) or self.of(name):
-            raise UsageError(f"typology {name} is {t.state}: stop it before removing it")
+            self.stop(name)
+            t.removing = True
+            if self.of(name):
+                return STOPPING
         del self.typologies[name]
         self.state.remove_typology(name)
         log.info("typology %s removed", name)
+        return 'REMOVED'
+
+    def _stopped(self, t):
+        self._set_state(t, STOPPED)
+        if t.removing:
+            self.remove(t.name)
 
     def _get(self, name):
         t = self.typologies.get(name)
@@ -293,7 +305,7 @@ class Registry:
                 self._place(t)
             placements = self.of(t.name)
             if t.state == STOPPING and not placements:
-                self._set_state(t, STOPPED)
+                self._stopped(t)
             elif t.state in ACTIVE:
                 running = [p for p in placements if p.want == 'run']
                 if any(p.state == FAILED for p in running):

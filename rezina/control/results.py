@@ -16,17 +16,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
 
 from rezina import defaults
+from rezina.control.supervisor import die_with_parent
 from rezina.errors import RezinaError
 
 log = logging.getLogger(__name__)
 
 LOCAL_TARGETS = ('rezina.backends.textfiles:Stdout', 'rezina.backends.textfiles:PlainFile')
 BOUND_TIMEOUT = 10.0            # seconds the bocca has to bind and say on which port
+CHECK_INTERVAL = 2.0            # seconds between asks whether the typology still runs
 
 
 def comes_back(bocca):
@@ -64,8 +67,10 @@ class LocalSink:
         try:
             # its own session: a Ctrl-C reaches this process, which stops the typology
             # first, and only then the bocca
+            # and it dies with this process, should that be killed
             self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),),
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent())
         finally:
             theirs.close()
         self.sock = ours
@@ -90,14 +95,26 @@ class LocalSink:
         raise RezinaError("the local rz-bocca for the results did not start (see its "
                           "error above)")
 
-    def wait(self, on_interrupt):
-        """Wait for the bocca to end; on Ctrl-C call on_interrupt(), then drain it."""
+    def wait(self, on_interrupt, still_wanted):
+        """Wait for the bocca to end, or for still_wanted() to say no (the typology was
+        stopped elsewhere); on Ctrl-C, SIGTERM or SIGHUP call on_interrupt() first. Then
+        drain the bocca."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                previous[signum] = signal.signal(signum, _interrupt)
         try:
+            next_check = time.monotonic() + CHECK_INTERVAL
             while self.proc.poll() is None:
                 try:
                     self.proc.wait(timeout=0.5)
                 except subprocess.TimeoutExpired:
                     pass
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_INTERVAL
+                    if not still_wanted():
+                        log.warning("the typology was stopped elsewhere: no more results")
+                        break
         except KeyboardInterrupt:
             print(file=sys.stderr)
             try:
@@ -105,6 +122,8 @@ class LocalSink:
             except RezinaError as exc:
                 log.error("%s", exc)
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.close()
         return self.proc.returncode
 
@@ -117,6 +136,10 @@ class LocalSink:
                 self.proc.kill()
                 self.proc.wait()
         self.sock.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _command(name):

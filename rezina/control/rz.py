@@ -285,12 +285,22 @@ def node_name(row, now):
     return shown(row.get('node_id') or f"{row.get('stage')}#{row.get('index')}")
 
 
+ROUTINE_LEVELS = ('DEBUG', 'INFO', 'WARNING')
+EXIT_WORDS = ('exited with status', 'was killed by')
+
+
 def last_error(row, now):
-    """The last line of a node's last error, cut to ERROR_WIDTH."""
+    """How a node last ended (the first line of its last error) and, when its stderr ended
+    with an error rather than a routine log line, that line; cut to ERROR_WIDTH."""
     lines = [line for line in str(row.get('last_error') or '').splitlines() if line.strip()]
     if not lines:
         return '-'
-    line = lines[-1].strip()
+    how, tail = lines[0].strip(), lines[-1].strip()
+    line = tail
+    if how.startswith(EXIT_WORDS):          # the worker's words for how the node ended
+        line = how
+        if len(lines) > 1 and not any(f' {level} ' in tail for level in ROUTINE_LEVELS):
+            line = f"{how}: {tail}"
     return line if len(line) <= ERROR_WIDTH else line[:ERROR_WIDTH - 3] + '...'
 
 

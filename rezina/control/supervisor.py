@@ -398,6 +398,11 @@ def _find_prctl():
         return None
 
 
+def die_with_parent():
+    """A preexec_fn for a child of this thread that is to end with it."""
+    return _die_with_parent(_find_prctl(), os.getpid())
+
+
 def _die_with_parent(prctl, parent_pid):
     """A preexec_fn: the child gets SIGTERM when the supervisor's thread dies."""
     def preexec():

@@ -107,7 +107,8 @@ class Control:
             self.closed = True
             self.out.clear()
             self.loop.unwatch(self.sock.fileno())
-            log.warning("control: the worker closed the channel; going on without it")
+            log.warning("control: the channel closed (rz-worker, or the process that "
+                        "started this node, is gone); going on without it")
 
     def close(self):
         if not self.closed:
