@@ -43,3 +43,9 @@ class Forecaster:
 
     def forecast(self, city):
         return {'city': city, 'weather': self.word}
+
+
+def picky(x):
+    if x % 3 == 0:
+        raise ValueError(f"{x} is a multiple of 3")
+    return {'x': x}

@@ -223,3 +223,20 @@ def test_a_worker_stopped_by_sigterm_says_goodbye_and_its_nodes_move_at_once(clu
     wait_for(lambda: all(n['worker'].endswith('127.0.0.2') and n['state'] == 'RUNNING'
                          for n in cluster.nodes('bye')), timeout=10, what='nodes moved')
     assert time.monotonic() - stopped < 3.0        # not the 3 s of a silent worker
+
+
+def test_a_runs_failed_items_count_those_of_every_stage(cluster, tmp_path):
+    builder(cluster, 'picky', n=7, processes=1, notch=ws.picky,
+            db=tmp_path / 'o.db').start(interval=1)
+
+    def complete():
+        return [r for r in cluster.request('runs', typology='picky')
+                if r['state'] == 'complete']
+
+    wait_for(lambda: any(r['failed'] == 3 for r in complete()), timeout=30,
+             what='a run with its 3 failed items')
+    run = next(r for r in complete() if r['failed'] == 3)
+    assert run['items'] == 7
+    wait_for(lambda: len(rows(tmp_path / 'o.db', f"SELECT x FROM items WHERE rz_run = "
+                                                 f"'{run['run_id']}'")) == 4,
+             what='the 4 good items stored')

@@ -9,6 +9,7 @@ answered by a WANT built from the placements; REQUESTs are answered by ops.Ops.
 import logging
 import os
 import time
+from collections import OrderedDict
 
 import zmq
 
@@ -20,6 +21,7 @@ from rezina.errors import RezinaError
 
 log = logging.getLogger(__name__)
 
+RUN_FAILURES_KEPT = 10000       # runs whose failures by node the master keeps in memory
 RESEND_START = 5.0              # seconds before a start not yet seen running is sent again
 
 
@@ -30,6 +32,7 @@ class Master:
         self.logdir = os.path.abspath(os.path.expanduser(logdir))
         self.store = os.path.join(os.path.dirname(state.path), 'snapshots')
         self.registry = Registry(state)
+        self.run_failures = OrderedDict()   # (typology, run) -> {source, nodes: {id: n}}
         self.ops = Ops(self)
         self.context = context or zmq.Context.instance()
         self.router = self.context.socket(zmq.ROUTER)
@@ -159,6 +162,8 @@ class Master:
         if bound and bound[-1] != p.endpoint:
             p.endpoint, changed = bound[-1], True
         status = entry.get('status') or {}
+        if isinstance(status.get('failed_by_run'), dict):
+            self._node_failures(p, status['failed_by_run'])
         if status:
             items = status.get('items_out', status.get('stored', 0)) or 0
             now = time.monotonic()
@@ -169,6 +174,21 @@ class Master:
         if changed:
             self.registry._save(p)
 
+    def _node_failures(self, p, by_run):
+        """A node's failed items by run: a run's FAILED counts them all, the source's and
+        those of every stage after it."""
+        for run, count in by_run.items():
+            key = (p.typology, str(run))
+            known = self.run_failures.get(key)
+            if known is None:
+                known = self.run_failures[key] = {'source': 0, 'nodes': {}}
+                if len(self.run_failures) > RUN_FAILURES_KEPT:
+                    self.run_failures.popitem(last=False)
+            if isinstance(count, int) and known['nodes'].get(p.node_id) != count:
+                known['nodes'][p.node_id] = count
+                self.state.record_run(p.typology, str(run),
+                                      failed=known['source'] + sum(known['nodes'].values()))
+
     def _take_runs(self, runs):
         acked = None
         for run in runs:
@@ -177,8 +197,12 @@ class Master:
             typology = str(run.get('node_id', '')).split(plan.SEP)[0]
             at = run.get('at') or time.time()
             seconds = run.get('seconds') or 0.0
+            known = self.run_failures.setdefault((typology, str(run.get('run'))),
+                                                 {'source': 0, 'nodes': {}})
+            known['source'] = run.get('failed') or 0
             self.state.record_run(typology, str(run.get('run')), started=at - seconds,
-                                  ended=at, items=run.get('items'), failed=run.get('failed'),
+                                  ended=at, items=run.get('items'),
+                                  failed=known['source'] + sum(known['nodes'].values()),
                                   state=run.get('state'))
             if isinstance(run.get('seq'), int):
                 acked = max(acked or 0, run['seq'])

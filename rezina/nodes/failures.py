@@ -16,7 +16,7 @@ import queue
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from rezina import defaults
 from rezina.errors import SinkError, UsageError
@@ -28,6 +28,7 @@ WRITE_TRIES = defaults.ERROR_WRITE_TRIES
 BACKOFF = defaults.ERROR_WRITE_BACKOFF
 MAX_WRITE = defaults.ERROR_WRITE_MAX
 LOST_IDS_SHOWN = 20         # ids of lost error records named in the log line
+RUNS_COUNTED = 64           # runs whose failures a node reports to its rz-worker
 _CLOSE = object()           # the writer thread's cue to finish
 
 
@@ -42,6 +43,7 @@ class Failures:
         self.log = logger
         self.count = 0
         self.by_type = Counter()
+        self.by_run = OrderedDict()     # failures of the last RUNS_COUNTED runs, by run id
         self._clock = clock
         self._backoff = backoff
         self._window_start = None
@@ -67,6 +69,11 @@ class Failures:
         when the report is done, else its ticket: it is done once `settled` reaches it."""
         self.count += 1
         self.by_type[error_type] += 1
+        run = item_id.rpartition(':')[0] if isinstance(item_id, str) else None
+        if run:
+            self.by_run[run] = self.by_run.pop(run, 0) + 1
+            if len(self.by_run) > RUNS_COUNTED:
+                self.by_run.popitem(last=False)
         if self._queue is None or self._closed_lost is not None:
             self._log_line(item_id, error_type, message, traceback, attempts)
             return None
@@ -75,7 +82,6 @@ class Failures:
                              self.name, item_id, error_type, message, self.spec)
         record = {'id': item_id, 'item': item, 'error': error_type, 'message': message,
                   'traceback': traceback or '', 'attempts': attempts, 'node': self.node}
-        run = item_id.rpartition(':')[0] if isinstance(item_id, str) else None
         self._queued += 1
         self._queue.put((item_id, run or None, record))
         return self._queued

@@ -147,9 +147,12 @@ class Node:
 
     def status(self):
         """What the worker's heartbeat reports of this node."""
-        return {'op': 'status', 'node': self.name, 'pid': os.getpid(),
-                'stopping': self.stop_requested, 'failed': self.failures.count,
-                **self.counters()}
+        status = {'op': 'status', 'node': self.name, 'pid': os.getpid(),
+                  'stopping': self.stop_requested, 'failed': self.failures.count,
+                  **self.counters()}
+        if self.failures.by_run:
+            status['failed_by_run'] = dict(self.failures.by_run)
+        return status
 
     def counters(self):
         return {}
