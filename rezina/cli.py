@@ -70,6 +70,15 @@ def number_option(args, option, kind, minimum):
     return value
 
 
+MIN_ITEM_BYTES = 1024
+
+
+def set_max_item_bytes(args):
+    """Apply --max-item-bytes to the encoding of this process's items."""
+    from rezina.pipe import codec
+    codec.set_max_item_bytes(int_option(args, '--max-item-bytes', MIN_ITEM_BYTES))
+
+
 def run_command(prog, doc, argv, body):
     """Run body(args) for command prog and return its exit status."""
     try:

@@ -140,3 +140,12 @@ def big_strings(count, kib):
 def length(item):
     return len(item)
 
+
+
+def blobs(limit):
+    """Items around a --max-item-bytes limit: small, just under it, over it, small; each
+    with the sha256 of its bytes."""
+    import hashlib
+    for size in (10, limit - 200, limit + 10, 1000):
+        data = os.urandom(size)
+        yield {'data': data, 'sha': hashlib.sha256(data).hexdigest()}

@@ -35,6 +35,8 @@ Options:
   --path=DIR             Also import from DIR (after the current directory).
   --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
                          status and the worker's requests.
+  --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
+                         [default: 67108864].
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -50,7 +52,7 @@ from itertools import repeat
 
 from rezina import defaults, exitcodes
 from rezina.backends import open_sink
-from rezina.cli import float_option, int_option, run_command
+from rezina.cli import float_option, int_option, run_command, set_max_item_bytes
 from rezina.errors import SinkError, UsageError
 from rezina.nodes.failures import Failures
 from rezina.nodes.node import Node, input_endpoints, take_stdout
@@ -345,6 +347,7 @@ class Bocca(Node):
 
 def _serve(args):
     add_search_path(args['--path'])
+    set_max_item_bytes(args)
     mode = args['--mode']
     if mode not in ('stream', 'batch'):
         raise UsageError(f"--mode {mode!r}: expected stream or batch")

@@ -29,6 +29,8 @@ Options:
   --path=DIR             Also import from DIR (after the current directory).
   --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
                          status and the worker's requests.
+  --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
+                         [default: 67108864].
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -44,7 +46,7 @@ from collections import deque
 from itertools import repeat
 
 from rezina import defaults, exitcodes
-from rezina.cli import run_command
+from rezina.cli import run_command, set_max_item_bytes
 from rezina.errors import UsageError
 from rezina.nodes.node import Node, one_shot_label, output_endpoint
 from rezina.nodes.failures import Failures
@@ -339,6 +341,7 @@ def _within_bytes(batch):
 def build(args):
     """The Hydrant that args (docopt's) describe."""
     add_search_path(args['--path'])
+    set_max_item_bytes(args)
     spec = args['MOD:FUNC']
     func_args = [parse_arg(a) for a in args['ARG']]
     kwargs = parse_json(args['--kwargs'], '--kwargs', dict)

@@ -152,6 +152,8 @@ class Node:
                   **self.counters()}
         if self.failures.by_run:
             status['failed_by_run'] = dict(self.failures.by_run)
+        if self.network.rejected:
+            status['rejected'] = self.network.rejected
         return status
 
     def counters(self):

@@ -38,6 +38,8 @@ Options:
   --path=DIR             Also import from DIR (after the current directory).
   --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
                          status and the worker's requests.
+  --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
+                         [default: 67108864].
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -50,7 +52,7 @@ import time
 from collections import deque
 
 from rezina import defaults, exitcodes
-from rezina.cli import int_option, run_command
+from rezina.cli import int_option, run_command, set_max_item_bytes
 from rezina.errors import UnknownFunction, UsageError
 from rezina.nodes.failures import Failures
 from rezina.nodes.node import Node, input_endpoints, output_endpoint
@@ -220,6 +222,7 @@ def lanes_of(args, spec, target):
 
 def _serve(args):
     add_search_path(args['--path'])
+    set_max_item_bytes(args)
     spec = args['MOD:FUNC']
     out = output_endpoint(args, PROG)
     inputs = input_endpoints(args)

@@ -10,6 +10,8 @@ import datetime
 
 import msgpack
 
+from rezina import defaults
+
 DATETIME_EXT = 1
 _MAX_INT = 2 ** 64 - 1
 _MIN_INT = -2 ** 63
@@ -52,20 +54,36 @@ def join_packed(parts):
     return array_header(len(parts)) + b''.join(parts)
 
 
+max_item_bytes = defaults.MAX_ITEM_BYTES    # --max-item-bytes, set once at start
+
+
+def set_max_item_bytes(limit):
+    """The largest encoded item this process sends (the forked notch children too)."""
+    global max_item_bytes
+    max_item_bytes = limit
+
+
 def encode_items(items):
-    """Return (payload, bad): the payload holds every item that encodes, in order; bad
-    lists (index, reason) of the ones that do not."""
-    # TODO: refuse items over MAX_ITEM_BYTES here, and on receipt (issue 5)
+    """Return (payload, bad): the payload holds every item that encodes, in order, and is
+    at most max_item_bytes; bad lists (index, reason) of the ones that do not."""
     try:
-        return packb(items), []
+        payload = packb(items)
+        if len(payload) <= max_item_bytes:     # then no item of it can be larger
+            return payload, []
     except Exception:
         pass
     parts, bad = [], []
     for index, item in enumerate(items):
         try:
-            parts.append(packb(item))
+            part = packb(item)
         except Exception as exc:
             bad.append((index, why_not_encodable(item, exc)))
+            continue
+        if len(part) > max_item_bytes:
+            bad.append((index, f"it is {len(part)} bytes encoded, more than "
+                               f"--max-item-bytes {max_item_bytes}"))
+        else:
+            parts.append(part)
     return join_packed(parts), bad
 
 

@@ -31,6 +31,10 @@ class Inbox:
             if payload is None:
                 raise ValueError("a batch without payload")
             batch = protocol.Batch.from_header(header, payload)
+            if batch.count > link.granted + self.window:
+                # beyond any credit a race could explain: a producer that is not rezina's
+                raise ValueError(f"a batch of {batch.count} items beyond the credit of "
+                                 f"{link.granted}")
             batch.origin = link
             link.granted = max(0, link.granted - batch.count)
             self.on_batch(batch)

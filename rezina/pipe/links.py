@@ -60,11 +60,13 @@ class Network:
         self.links = {}          # (port, key) -> Link
         self.roles = {}          # port -> edge object (Inbox or Outbox)
         self.rejected = 0
+        self._rejected_logged_at = float('-inf')
+        self._rejected_shown = 0    # the count in the last line logged
 
     def hello_header(self, role, again=False):
         """A greeting; `again` says the sender has reset its side of a link it had."""
         return codec.packb({'node': self.node_name, 'session': self.session, 'role': role,
-                            'again': again})
+                            'again': again, 'v': protocol.VERSION})
 
     def add_port(self, port, edge):
         """Attach port to edge; a connecting port greets its peer at once."""
@@ -111,8 +113,13 @@ class Network:
             hello = codec.unpackb(header)
             session, node = hello['session'], hello['node']
             again = bool(hello.get('again'))
+            version = hello.get('v')
         except Exception:
             self._reject(port, "a malformed greeting")
+            return link
+        if version != protocol.VERSION:
+            self._reject(port, f"a greeting of protocol version {version!r} (this node "
+                               f"speaks {protocol.VERSION})")
             return link
         if link is None:
             link = self.links[(port, key)] = Link(port, key, now)
@@ -149,14 +156,23 @@ class Network:
         link.send(protocol.HELLO, self.hello_header(edge.role, again=True))
 
     def _reject(self, port, what):
+        """Drop a message that is not rezina's: counted, and logged at most once a
+        second (with the count of those dropped since)."""
         self.rejected += 1
-        if self.rejected <= 10 or self.rejected % 1000 == 0:
-            log.warning("%s: dropped %s on %s (%d so far)",
+        now = self.clock()
+        if now - self._rejected_logged_at >= 1.0:
+            log.warning("%s: dropped %s on %s (%d dropped so far)",
                         self.node_name, what, port.address, self.rejected)
+            self._rejected_logged_at, self._rejected_shown = now, self.rejected
 
     def tick(self):
         """Ping quiet links and lose silent ones; call at least once a heartbeat interval."""
         now = self.clock()
+        if self.rejected > self._rejected_shown and now - self._rejected_logged_at >= 1.0:
+            log.warning("%s: dropped %d messages that are not rezina's protocol (%d "
+                        "dropped so far)", self.node_name,
+                        self.rejected - self._rejected_shown, self.rejected)
+            self._rejected_logged_at, self._rejected_shown = now, self.rejected
         for (port, key), link in list(self.links.items()):
             if link.session is None and not port.bound:
                 continue         # never answered yet: nothing to lose (it may start later)

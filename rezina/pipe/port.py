@@ -12,8 +12,12 @@ import zmq
 
 from rezina import defaults
 from rezina.errors import AddressInUse, CannotBind
+from rezina.pipe import codec
 
 log = logging.getLogger(__name__)
+
+FRAME_SLACK = 64 << 10          # bytes of headers around a batch's items
+RCVHWM = 1000                   # messages a peer may have waiting here before TCP holds it
 
 
 class Port:
@@ -26,12 +30,18 @@ class Port:
         sock = self.socket
         sock.setsockopt(zmq.LINGER, defaults.LINGER_MS)
         sock.setsockopt(zmq.SNDHWM, 0)   # credit bounds every queue; never drop silently
-        sock.setsockopt(zmq.RCVHWM, 0)
+        # a peer that sends more than credit allows waits (TCP holds it back): what it
+        # floods us with is held here, a bounded number of messages at most
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         ivl = int(defaults.HEARTBEAT_INTERVAL * 1000)
         sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(defaults.PEER_LOST_AFTER * 1000))
+        # a frame larger than the largest item and a batch's worth more is not rezina's:
+        # libzmq drops the connection that sends it before it is held in memory
+        sock.setsockopt(zmq.MAXMSGSIZE, codec.max_item_bytes + defaults.WIRE_BATCH_BYTES
+                        + FRAME_SLACK)
         # TODO: CURVE keys, and refuse a non-loopback bind without them (issue 5)
         if self.bound:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -4,7 +4,8 @@ Every message is a ZeroMQ message of one frame, a kind byte then the msgpack hea
 for a batch two, the second the payload; a ROUTER socket prefixes the peer's routing id.
 Kinds and headers:
 
-    HELLO   {'node': str, 'session': str, 'role': 'producer'|'consumer'}
+    HELLO   {'node': str, 'session': str, 'role': 'producer'|'consumer', 'again': bool,
+             'v': VERSION}
             sent first by the connecting side, answered by the bound side
     CREDIT  n                 consumer -> producer: n more items may be sent
     BATCH   [no, run, ids, count], payload
@@ -26,6 +27,7 @@ import os
 
 from rezina.pipe import codec
 
+VERSION = 1     # of this protocol, in every HELLO: a peer of another version is refused
 HELLO = b'H'
 CREDIT = b'C'
 BATCH = b'B'
@@ -68,6 +70,8 @@ class Batch:
             raise ValueError("malformed batch header")
         if not isinstance(ids, (int, list)) or (isinstance(ids, list) and len(ids) != count):
             raise ValueError("malformed batch ids")
+        if not 0 <= count <= len(payload):     # an item takes at least a byte
+            raise ValueError(f"a batch that claims {count} items in {len(payload)} bytes")
         return cls(run, ids, count, payload, no=no)
 
     def seqs(self):
