@@ -3,13 +3,13 @@ most once a second, and the node goes on, its memory flat; items over --max-item
 fail alone, and items up to it arrive whole."""
 
 import hashlib
-import os
 import random
 import re
 import sqlite3
 import subprocess
 
 import msgpack
+import pytest
 import zmq
 
 from conftest import stderr_of, wait_for
@@ -67,43 +67,61 @@ def dropped(proc):
     return int(counts[-1]) if counts else 0
 
 
-def test_a_garbage_flood_is_dropped_counted_and_the_sink_goes_on(procs, tmp_path):
+@pytest.fixture
+def dealer():
+    """dealer(port): a raw ZeroMQ DEALER connected to a node's bound port, closed at the
+    end of the test."""
+    context = zmq.Context()
+    sockets = []
+
+    def connect(port):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f'tcp://127.0.0.1:{port}')
+        sockets.append(sock)
+        return sock
+
+    yield connect
+    for sock in sockets:
+        sock.close()
+    context.term()
+
+
+def start_bound(procs, port, *argv):
+    """A node with a bound --in on port, once it has bound."""
+    proc = procs.start([*argv[:1], '--in', f'@tcp://127.0.0.1:{port}', *argv[1:]],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    wait_for(lambda: f'bound tcp://127.0.0.1:{port}' in stderr_of(proc), what='bound')
+    return proc
+
+
+def test_a_garbage_flood_is_dropped_counted_and_the_sink_goes_on(procs, tmp_path, dealer):
     port = free_port()
     db = tmp_path / 'out.db'
-    sink = procs.start(['rz-bocca', '--in', f'@tcp://127.0.0.1:{port}', '--producers', '1',
-                        f'sqlite:{db}'], stdin=subprocess.DEVNULL)
-    wait_for(lambda: f'bound tcp://127.0.0.1:{port}' in stderr_of(sink), what='bound')
-
-    context = zmq.Context()
-    intruder = context.socket(zmq.DEALER)
-    intruder.setsockopt(zmq.LINGER, 0)
-    intruder.connect(f'tcp://127.0.0.1:{port}')
-    try:
-        rng = random.Random(5)
-        for _ in range(200):                    # warm up: what a flood costs once
-            intruder.send_multipart(garbage(rng))
-        wait_for(lambda: 'dropped so far' in stderr_of(sink), what='the first drop logged')
-        before = rss(sink.pid)
-        for _ in range(10000):
-            intruder.send_multipart(garbage(rng))
-        intruder.send_multipart([hello(session='s2')])      # now it greets, and then ...
-        wait_for(lambda: intruder.poll(100), what='the greeting answered')
-        for _ in range(2000):
-            intruder.send_multipart(greeted_garbage(rng))
-        assert intruder.recv_multipart()
-        wait_for(lambda: dropped(sink) >= 12000, timeout=30, what='the flood counted')
-        assert sink.poll() is None, stderr_of(sink)
-        once = rss(sink.pid)
-        for _ in range(10000):                  # as much again: memory stays where it was
-            intruder.send_multipart(greeted_garbage(rng))
-        wait_for(lambda: dropped(sink) >= 22000, timeout=30, what='the flood counted')
-        # the first flood raises the high-water mark of the heap and of ZeroMQ's queues
-        # once (about 7 MiB here); a second one as big costs nothing more
-        assert once - before < 10 * MIB
-        assert rss(sink.pid) - once < 2 * MIB
-    finally:
-        intruder.close()
-        context.term()
+    sink = start_bound(procs, port, 'rz-bocca', '--producers', '1', f'sqlite:{db}')
+    intruder = dealer(port)
+    rng = random.Random(5)
+    for _ in range(200):                    # warm up: what a flood costs once
+        intruder.send_multipart(garbage(rng))
+    wait_for(lambda: 'dropped so far' in stderr_of(sink), what='the first drop logged')
+    before = rss(sink.pid)
+    for _ in range(10000):
+        intruder.send_multipart(garbage(rng))
+    intruder.send_multipart([hello(session='s2')])      # now it greets, and then ...
+    wait_for(lambda: intruder.poll(100), what='the greeting answered')
+    for _ in range(2000):
+        intruder.send_multipart(greeted_garbage(rng))
+    assert intruder.recv_multipart()
+    wait_for(lambda: dropped(sink) >= 12000, timeout=30, what='the flood counted')
+    assert sink.poll() is None, stderr_of(sink)
+    once = rss(sink.pid)
+    for _ in range(10000):                  # as much again: memory stays where it was
+        intruder.send_multipart(greeted_garbage(rng))
+    wait_for(lambda: dropped(sink) >= 22000, timeout=30, what='the flood counted')
+    # the first flood raises the high-water mark of the heap and of ZeroMQ's queues
+    # once (about 7 MiB here); a second one as big costs nothing more
+    assert once - before < 10 * MIB
+    assert rss(sink.pid) - once < 2 * MIB
 
     lines = [line for line in stderr_of(sink).splitlines() if 'dropped' in line]
     assert 1 <= len(lines) <= 30            # at most one a second, not one a frame
@@ -115,28 +133,19 @@ def test_a_garbage_flood_is_dropped_counted_and_the_sink_goes_on(procs, tmp_path
     assert sorted(stored(db)) == sorted(f'real/r:{i}' for i in range(1000))
 
 
-def test_a_frame_larger_than_the_limit_drops_its_connection_not_the_node(procs):
+def test_a_frame_larger_than_the_limit_drops_its_connection_not_the_node(procs, dealer):
     port = free_port()
-    notch = procs.start(['rz-notch', '--max-item-bytes', '1024', '--in',
-                         f'@tcp://127.0.0.1:{port}', '--out', '-', 'fixtures_funcs:double'],
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    wait_for(lambda: f'bound tcp://127.0.0.1:{port}' in stderr_of(notch), what='bound')
-    context = zmq.Context()
-    big = context.socket(zmq.DEALER)
-    big.setsockopt(zmq.LINGER, 0)
-    big.connect(f'tcp://127.0.0.1:{port}')
-    try:
-        before = rss(notch.pid)
-        for _ in range(20):
-            big.send(b'B' + bytes(4 * MIB))
-        big.send(hello())
-        # the connection is dropped at the first big frame: the greeting is never read
-        assert not big.poll(2000)
-        assert notch.poll() is None, stderr_of(notch)
-        assert rss(notch.pid) - before < 8 * MIB
-    finally:
-        big.close()
-        context.term()
+    notch = start_bound(procs, port, 'rz-notch', '--max-item-bytes', '1024', '--out', '-',
+                        'fixtures_funcs:double')
+    big = dealer(port)
+    before = rss(notch.pid)
+    for _ in range(20):
+        big.send(b'B' + bytes(4 * MIB))
+    big.send(hello())
+    # the connection is dropped at the first big frame: the greeting is never read
+    assert not big.poll(2000)
+    assert notch.poll() is None, stderr_of(notch)
+    assert rss(notch.pid) - before < 8 * MIB
 
 
 def test_items_over_max_item_bytes_fail_alone_and_those_up_to_it_arrive_whole(procs,
