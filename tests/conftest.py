@@ -69,6 +69,25 @@ class Processes:
                     stream.close()
 
 
+def pytest_addoption(parser):
+    parser.addoption('--long', action='store_true',
+                     help='run the full fault-injection suite (tests/faults)')
+
+
+@pytest.fixture
+def long_run(request):
+    """True with --long: scenarios run at their full size."""
+    return request.config.getoption('--long')
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection table, when scenarios ran."""
+    from faults import checker
+    if checker.ROWS:
+        terminalreporter.section('fault injection')
+        terminalreporter.write_line(checker.table())
+
+
 @pytest.fixture
 def procs(tmp_path):
     processes = Processes(tmp_path)

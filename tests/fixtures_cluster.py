@@ -49,3 +49,18 @@ def picky(x):
     if x % 3 == 0:
         raise ValueError(f"{x} is a multiple of 3")
     return {'x': x}
+
+
+def paced(x):
+    time.sleep(0.001)
+    return {'x': x}
+
+
+def aborts(x):
+    os.abort()
+
+
+def poison(x):
+    if x == 777:
+        raise ValueError("item 777 is poison")
+    return {'x': x}

@@ -149,3 +149,8 @@ def blobs(limit):
     for size in (10, limit - 200, limit + 10, 1000):
         data = os.urandom(size)
         yield {'data': data, 'sha': hashlib.sha256(data).hexdigest()}
+
+
+def abort_always(item):
+    """Every item kills the worker process running it."""
+    os.abort()

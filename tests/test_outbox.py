@@ -52,3 +52,19 @@ def test_a_big_batch_goes_whole_to_a_consumer_with_room():
 def test_no_more_than_the_credit_goes_to_anyone():
     assert [len(got) for got in sent(5000, [1000, 3000])] == [1000, 3000]
     assert sent(1, [5, 5]) == [[0], []]
+
+
+def test_a_part_set_aside_for_a_consumer_that_refused_a_send_goes_to_another():
+    links = [Link('a', 30), Link('b', 30), Link('c', 30)]
+    refused = []
+
+    def refuse(kind, header, payload):
+        refused.append(payload)
+        return False                        # the ROUTER no longer knows this peer
+
+    links[1].send = refuse
+    outbox = Outbox(Network(links), on_acked=lambda batch: None)
+    outbox.offer(batch_of(list(range(9))))
+    outbox.pump()
+    assert refused
+    assert sorted(links[0].got + links[2].got) == list(range(9))

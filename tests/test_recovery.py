@@ -92,6 +92,21 @@ def test_max_deliveries_sets_the_quarantine_threshold(procs):
     assert "died running it 1 time (the last" in stderr_of(chain[1])
 
 
+def test_a_notch_whose_every_item_kills_its_worker_gives_up(procs):
+    """Five items quarantined in a row with none finished: the node fails (exit 1) rather
+    than fork for ever; under rz-worker, backoff and FAILED follow."""
+    chain = procs.pipeline(
+        ['rz-hydrant', '--name', 't', '--run-id', 'a', 'fixtures_funcs:numbers', '1000'],
+        ['rz-notch', '-p', '2', 'fixtures_funcs:abort_always'], ['rz-bocca'])
+    out, _ = chain[-1].communicate(timeout=60)
+    codes = [p.wait(timeout=60) for p in chain]
+    assert codes[1] == exitcodes.FAILED and out == b''
+    log = stderr_of(chain[1])
+    assert "rz-notch: worker processes died 15 times in a row with no item finished " \
+           "between (the last was killed by SIGABRT): every item seems to kill them" in log
+    assert log.count('restarting it') == 14
+
+
 def test_periodic_source_runs_on_the_grid_until_stopped(procs):
     source = procs.start(['rz-hydrant', '--every', '1', '--name', 't', '--run-id', 'x',
                           'fixtures_funcs:numbers', '2'], stdout=subprocess.PIPE)

@@ -149,8 +149,8 @@ class Master:
         if p is None or p.worker_id != worker.id or p.generation != entry.get('generation'):
             return
         state = entry.get('state')
-        if state == 'STOPPED' and p.want == 'run':
-            state = DONE
+        if (state == 'STOPPED' and p.want == 'run') or p.state == DONE:
+            state = DONE                # ended by itself, or all its producers have
         changed = (state != p.state or entry.get('restarts', 0) != p.restarts
                    or entry.get('last_error') != p.last_error)
         if state == 'FAILED' and p.state != 'FAILED':
@@ -215,7 +215,8 @@ class Master:
         now = time.monotonic()
         for node_id, entry in reported.items():
             p = reg.placements.get(node_id)
-            if p is None or p.worker_id != worker.id or p.want == 'stop':
+            done = p is not None and p.state == DONE and entry.get('state') not in ENDED
+            if p is None or p.worker_id != worker.id or p.want == 'stop' or done:
                 if p is None and entry.get('state') not in ENDED:
                     log.info("node %s on %s belongs to no typology: stopped", node_id,
                              worker.id)
@@ -231,6 +232,8 @@ class Master:
                     reg._forget(p)
                 continue
             entry = reported.get(p.node_id)
+            if p.state == DONE:
+                continue                # nothing to start: its part of the run is over
             if entry is not None and entry.get('generation') == p.generation \
                     and entry.get('state') != 'PENDING':
                 if p.state != DONE:

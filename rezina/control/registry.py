@@ -307,6 +307,8 @@ class Registry:
             if t.state == STOPPING and not placements:
                 self._stopped(t)
             elif t.state in ACTIVE:
+                if not plan.periodic(t.spec):
+                    self._end_orphans(t, placements)
                 running = [p for p in placements if p.want == 'run']
                 if any(p.state == FAILED for p in running):
                     self._set_state(t, DEGRADED)
@@ -316,6 +318,21 @@ class Registry:
                         self._stop(p)
                 elif running and all(p.state in (RUNNING, DONE) for p in running):
                     self._set_state(t, RUNNING)
+
+    def _end_orphans(self, t, placements):
+        """In a one-shot typology, a node whose producers have all ended has nothing
+        left to do (a producer ends only once its items are stored), though one restarted
+        after a crash would wait for them forever: it is DONE, and is stopped."""
+        for stage in t.stages:
+            names = {s.name for s in plan.producers_of(t.stages, stage)}
+            producers = [p for p in placements if p.stage in names and p.want == 'run']
+            if not producers or any(p.state != DONE for p in producers):
+                continue
+            for p in placements:
+                if p.stage == stage.name and p.want == 'run' and p.state != DONE:
+                    log.info("node %s: its producers have ended: done", p.node_id)
+                    p.state = DONE
+                    self._save(p)
 
     def _place(self, t):
         for stage in t.stages:

@@ -22,6 +22,7 @@ from rezina.pipe import codec, protocol, slicing
 log = logging.getLogger(__name__)
 
 FAILING_START = 3       # children that die before they are ready, in a row, fail the node
+KILLING_ITEMS = 5       # items quarantined in a row, none finished between: fail the node
 
 
 class Unit:
@@ -121,6 +122,7 @@ class Pool:
         self.per_item = None        # seconds, a moving average
         self.redelivered = 0
         self.failing_starts = 0
+        self.deaths_in_row = 0      # deaths of children since a unit last finished
         self.private_fds = []       # the parent's fds a child must not hold open
 
     # children
@@ -240,6 +242,7 @@ class Pool:
             _, unit_no, ids, count, payload, failures, seconds = record
             unit = child.units.pop(unit_no)
             child.alone = False
+            self.deaths_in_row = 0
             child.items -= unit.count
             self.assigned_items -= unit.count
             self._learn(unit.count, seconds)
@@ -265,13 +268,21 @@ class Pool:
         self.loop.unwatch(child.fd)
         child.sock.close()
         child.fd = None
-        _, status = os.waitpid(child.pid, 0)
+        pid, child.pid = child.pid, None    # reaped below: stop() must not wait for it
+        _, status = os.waitpid(pid, 0)
         how = describe_status(status)
         if not child.ready:
             self.failing_starts += 1
             if self.failing_starts >= FAILING_START:
                 raise RezinaError(f"worker processes keep dying before they start "
                                   f"(the last {how})")
+        self.deaths_in_row += 1
+        if self.deaths_in_row >= KILLING_ITEMS * self.max_deliveries:
+            # every item kills its worker: stop here, and let rz-worker's backoff (or
+            # the user) decide, rather than fork for ever
+            raise RezinaError(f"worker processes died {self.deaths_in_row} times in a row "
+                              f"with no item finished between (the last {how}): every "
+                              f"item seems to kill them")
         running = self._running(child)
         units = sorted(child.units.values(), key=lambda u: u.no)
         items = child.items
@@ -291,7 +302,7 @@ class Pool:
                 self.on_result(unit, [], 0, None, [], 0.0)
         self.redelivered += items
         log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
-                    self.name, child.index, child.pid, how, items)
+                    self.name, child.index, pid, how, items)
         self._fork(child)
 
     def _running(self, child):

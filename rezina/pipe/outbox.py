@@ -44,7 +44,7 @@ class Outbox:
         links = [link for link in self.network.links_of(self) if link.alive]
         while self.pending and self.unacked_items < self.unacked_max:
             link = self.pending[0].to
-            if link is None or not link.alive or link.credit < self.pending[0].count:
+            if link not in links or link.credit < self.pending[0].count:
                 link = max(links, key=_credit_of, default=None)
             if link is None or link.credit <= 0:
                 return
@@ -70,6 +70,7 @@ class Outbox:
             self.unacked_items += batch.count
 
     def _spread(self, batch, links):
+        # links: the live ones this pump has not seen refuse a send
         """A few items go to every consumer with credit, in proportion to it, so that a
         run of a few slow items is worked on by all, not by the first one with room:
         the first share is returned with its link, the others wait first in line, each

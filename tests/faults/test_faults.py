@@ -1,0 +1,192 @@
+"""The fault-injection suite: each scenario runs real processes on loopback, injects its
+faults, and checks the sink like a set checker (checker.py). Each prints one row of the
+table at the end of the run. The default run has a short version of each; `--long` runs
+them at full size (100,000 items, a minute of slow sink ...)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import zmq
+
+import fixtures_cluster as ws
+from cluster import rows
+from conftest import stderr_of, wait_for
+from faults import checker
+from rezina import TypologyBuilder
+from test_hostile import garbage, hello
+
+pytestmark = [pytest.mark.timeout(600)]
+
+
+def one_shot(cluster, name, n, notch, processes, out):
+    (TypologyBuilder('127.0.0.1', cluster.port, name)
+     .add_hydrant(ws.numbers, args=(n,)).add_notch(notch, processes, 1)
+     .add_bocca(f"jsonl:{out}")).start()
+
+
+def complete(cluster, name):
+    return any(t['name'] == name and t['state'] == 'COMPLETE' for t in cluster.request('ls'))
+
+
+def restarted(cluster, name, node_id, old_pid, timeout=30):
+    """Seconds until node_id runs again with a new pid (or its run is over)."""
+    began = time.monotonic()
+
+    def back():
+        return complete(cluster, name) or any(
+            n['node_id'] == node_id and n['pid'] not in (None, old_pid)
+            and n['state'] in ('RUNNING', 'DONE') for n in cluster.nodes(name))
+
+    wait_for(back, timeout=timeout, what=f'{node_id} back')
+    return time.monotonic() - began
+
+
+def test_1_a_notch_node_killed_every_2_s(cluster, tmp_path, long_run):
+    n = 100000 if long_run else 20000
+    out = tmp_path / 'out.jsonl'
+    one_shot(cluster, 'kill-notch', n, ws.paced, 4, out)
+    cluster.wait_running('kill-notch', 'paced', count=4)
+    recoveries = []
+    for _ in range(200):                        # bounded: one kill every 2 s at most
+        if complete(cluster, 'kill-notch'):
+            break
+        time.sleep(2)                            # the fault's period, not a wait for it
+        nodes = [n for n in cluster.nodes('kill-notch', 'paced') if n['pid']]
+        if not nodes or complete(cluster, 'kill-notch'):
+            continue
+        victim = nodes[len(recoveries) % len(nodes)]
+        os.kill(victim['pid'], signal.SIGKILL)
+        recoveries.append(restarted(cluster, 'kill-notch', victim['node_id'],
+                                    victim['pid']))
+    wait_for(lambda: complete(cluster, 'kill-notch'), timeout=300, what='the run complete')
+    counts = checker.check(range(n), checker.jsonl_values(out))
+    checker.record(f"1 kill 1 of 4 notches every 2 s ({len(recoveries)} kills)", counts,
+                   recoveries)
+    assert recoveries and max(recoveries) < 5
+    assert counts['lost'] == 0 and counts['unexpected'] == 0
+
+
+def test_2_the_sink_killed_three_times(cluster, tmp_path, long_run):
+    n = 100000 if long_run else 10000
+    out = tmp_path / 'out.jsonl'
+    one_shot(cluster, 'kill-sink', n, ws.paced, 2, out)
+    cluster.wait_running('kill-sink', count=4)
+    recoveries = []
+    for _ in range(3):
+        size = out.stat().st_size if out.exists() else 0
+        wait_for(lambda: out.exists() and out.stat().st_size > size, timeout=60,
+                 what='the sink writing')
+        [sink] = cluster.nodes('kill-sink', 'jsonl')
+        if complete(cluster, 'kill-sink'):
+            break
+        os.kill(sink['pid'], signal.SIGKILL)
+        recoveries.append(restarted(cluster, 'kill-sink', sink['node_id'], sink['pid']))
+    wait_for(lambda: complete(cluster, 'kill-sink'), timeout=300, what='the run complete')
+    counts = checker.check(range(n), checker.jsonl_values(out))
+    checker.record(f"2 kill the sink {len(recoveries)} times", counts, recoveries)
+    # a node that dies again soon waits longer each time: 1, 2, 4 s (the restart backoff)
+    assert len(recoveries) == 3
+    assert all(took < 2 ** i + 3 for i, took in enumerate(recoveries)), recoveries
+    assert counts['lost'] == 0 and counts['unexpected'] == 0
+
+
+def test_3_the_master_killed_mid_run_and_restarted(cluster, tmp_path, long_run):
+    n = 100000 if long_run else 10000
+    out = tmp_path / 'out.jsonl'
+    one_shot(cluster, 'kill-master', n, ws.paced, 2, out)
+    cluster.wait_running('kill-master', count=4)
+    wait_for(lambda: len(checker.jsonl_values(out)) > n // 10, timeout=60, what='a tenth')
+    os.kill(cluster.master.pid, signal.SIGKILL)
+    cluster.master.wait(timeout=10)
+    began = time.monotonic()
+    cluster.start_master()
+    wait_for(lambda: complete(cluster, 'kill-master') or cluster.running('kill-master'),
+             timeout=30, what='re-attached')
+    recovery = time.monotonic() - began
+    wait_for(lambda: complete(cluster, 'kill-master'), timeout=300, what='the run complete')
+    counts = checker.check(range(n), checker.jsonl_values(out))
+    checker.record("3 kill the master mid-run, restart it", counts, [recovery])
+    assert counts['lost'] == 0 and counts['unexpected'] == 0 and counts['duplicated'] == 0
+
+
+def cpu_seconds(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def test_6_a_function_that_aborts_on_every_item(cluster, tmp_path, long_run):
+    n = 20000 if long_run else 2000
+    out = tmp_path / 'out.jsonl'
+    (TypologyBuilder('127.0.0.1', cluster.port, 'aborts')
+     .add_hydrant(ws.numbers, args=(10,)).add_notch(ws.aborts)
+     .add_bocca(f"jsonl:{tmp_path / 'never.jsonl'}")).start(interval=5)
+    cpu_before, began = cpu_seconds(cluster.master.pid), time.monotonic()
+    one_shot(cluster, 'bystander', n, ws.record, 2, out)
+    wait_for(lambda: complete(cluster, 'bystander'), timeout=120, what='the bystander')
+    wait_for(lambda: [x['state'] for x in cluster.nodes('aborts', 'aborts')] == ['FAILED'],
+             timeout=120, what='the aborting node FAILED')
+    cpu = (cpu_seconds(cluster.master.pid) - cpu_before) / (time.monotonic() - began)
+    counts = checker.check(range(n), checker.jsonl_values(out))
+    checker.record(f"6 os.abort() on every item (master CPU {cpu:.0%})", counts, [])
+    assert counts['lost'] == 0 and counts['duplicated'] == 0
+    assert cluster.nodes('aborts', 'aborts')[0]['restarts'] == 4
+    assert cpu < 0.25
+
+
+def test_7_one_poison_item_goes_to_the_error_sink(procs, tmp_path, long_run):
+    n = 100000 if long_run else 20000
+    out, errors = tmp_path / 'out.jsonl', tmp_path / 'errors.db'
+    chain = procs.pipeline(['rz-hydrant', 'fixtures_cluster:numbers', str(n)],
+                           ['rz-notch', '--retries', '2', '--errors', f'sqlite:{errors}',
+                            'fixtures_cluster:poison'],
+                           ['rz-bocca', f'jsonl:{out}'])
+    for proc in chain:
+        proc.wait(timeout=300)
+    assert [p.returncode for p in chain] == [0, 1, 0], [stderr_of(p) for p in chain]
+    counts = checker.check(set(range(n)) - {777}, checker.jsonl_values(out))
+    [(error, attempts, traceback)] = rows(errors, 'SELECT error, attempts, traceback '
+                                                  'FROM items')
+    checker.record("7 one poison item in the run", counts, [])
+    assert (error, attempts) == ('ValueError', 3) and 'item 777 is poison' in traceback
+    assert counts == {'attempted': n - 1, 'stored': n - 1, 'lost': 0, 'duplicated': 0,
+                      'unexpected': 0}
+
+
+def test_9_a_garbage_flood_on_a_stage_socket_during_a_run(procs, tmp_path, long_run):
+    import random
+    from test_edges import free_port
+    n = 100000 if long_run else 5000
+    src = free_port()
+    out = tmp_path / 'out.jsonl'
+    notch = procs.start(['rz-notch', '--in', f'@tcp://127.0.0.1:{src}', '--producers', '1',
+                         'fixtures_cluster:paced'], stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE)
+    sink = procs.start(['rz-bocca', f'jsonl:{out}'], stdin=notch.stdout)
+    notch.stdout.close()
+    source = procs.start(['rz-hydrant', '--out', f'>tcp://127.0.0.1:{src}',
+                          'fixtures_cluster:numbers', str(n)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
+    wait_for(lambda: len(checker.jsonl_values(out)) > 100, timeout=60, what='items flowing')
+    context = zmq.Context()
+    intruder = context.socket(zmq.DEALER)
+    intruder.setsockopt(zmq.LINGER, 0)
+    intruder.connect(f'tcp://127.0.0.1:{src}')
+    try:
+        rng = random.Random(9)
+        for _ in range(10000):
+            intruder.send_multipart(garbage(rng))
+        intruder.send_multipart([hello(version=2)])
+    finally:
+        intruder.close()
+        context.term()
+    for proc in (source, notch, sink):
+        assert proc.wait(timeout=300) == 0, stderr_of(proc)
+    counts = checker.check(range(n), checker.jsonl_values(out))
+    checker.record("9 10,000 garbage frames on a stage socket", counts, [])
+    assert 'dropped' in stderr_of(notch)
+    assert counts == {'attempted': n, 'stored': n, 'lost': 0, 'duplicated': 0,
+                      'unexpected': 0}
