@@ -313,6 +313,8 @@ class Node:
                 self.stop_requested_at = time.monotonic()
                 if isinstance(self.output, Outbox):
                     self.output.announce_drain()
+                if isinstance(self.input, Inbox):
+                    self.input.follow = False   # stopping: the producers' ends are the end
                 log.info("%s: stopping: finishing the items in flight", self.name)
                 continue
             if self.done():
