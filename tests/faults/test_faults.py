@@ -190,3 +190,46 @@ def test_9_a_garbage_flood_on_a_stage_socket_during_a_run(procs, tmp_path, long_
     assert 'dropped' in stderr_of(notch)
     assert counts == {'attempted': n, 'stored': n, 'lost': 0, 'duplicated': 0,
                       'unexpected': 0}
+
+
+def test_10_a_periodic_typology_with_its_master_down_for_a_while(cluster, tmp_path,
+                                                                 long_run):
+    """Every tick that fires runs once and is stored whole; while the master is down the
+    hydrant keeps the grid, so no tick is missed, and the runs made then are recorded
+    when it is back."""
+    seconds, down = (120, 10) if long_run else (12, 4)
+    db = tmp_path / 'out.db'
+    # stream mode: each run is stored well within its second, so no tick is skipped
+    (TypologyBuilder('127.0.0.1', cluster.port, 'ticks')
+     .add_hydrant(ws.numbers, args=(5,)).add_notch(ws.record)
+     .add_bocca(f"sqlite:{db}", persistent_mode='stream')).start(interval=1)
+    cluster.wait_running('ticks', count=3)
+    began = time.monotonic()
+    time.sleep((seconds - down) / 2)             # the schedule runs: the fault's timing
+    os.kill(cluster.master.pid, signal.SIGKILL)
+    cluster.master.wait(timeout=10)
+    time.sleep(down)                              # the master is down this long
+    restarting = time.monotonic()
+    cluster.start_master()
+    wait_for(lambda: cluster.running('ticks', count=3), timeout=30, what='re-attached')
+    recovery = time.monotonic() - restarting
+    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    cluster.request('stop', typology='ticks')
+    wait_for(lambda: cluster.request('ls')[0]['state'] == 'STOPPED', timeout=40,
+             what='stopped')
+
+    recorded = cluster.request('runs', typology='ticks', limit=1000)
+    runs = [r for r in recorded if r['state'] == 'complete']
+    ticks = {r['run_id'] for r in runs}
+    attempted = [(run, x) for run in ticks for x in range(5)]
+    # a run cut short by the stop at the end is neither attempted whole nor unexpected
+    cut = {r['run_id'] for r in recorded} - ticks
+    stored = [row for row in rows(db, 'SELECT rz_run, x FROM items') if row[0] not in cut]
+    counts = checker.check(attempted, stored)
+    stamps = sorted(int(r['started'] + 0.5) for r in runs)
+    missed = sum(b - a - 1 for a, b in zip(stamps, stamps[1:]))
+    checker.record(f"10 every 1 s, master down {down} s ({len(runs)} runs, "
+                   f"{missed} missed)", counts, [recovery])
+    assert len(runs) >= seconds - 3
+    assert len(set(stamps)) == len(stamps) and missed == 0
+    assert counts['lost'] == 0 and counts['unexpected'] == 0
