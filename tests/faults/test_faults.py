@@ -233,3 +233,61 @@ def test_10_a_periodic_typology_with_its_master_down_for_a_while(cluster, tmp_pa
     assert len(runs) >= seconds - 3
     assert len(set(stamps)) == len(stamps) and missed == 0
     assert counts['lost'] == 0 and counts['unexpected'] == 0
+
+
+def descendants(pid):
+    """pid and every process under it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f'/proc/{current}/task/{current}/children') as f:
+                todo.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def test_4_a_whole_worker_stopped_for_a_while(cluster, tmp_path, long_run):
+    """SIGSTOP a worker and all its nodes; their nodes are placed on the other worker
+    within 5 s; on SIGCONT the old nodes are stopped, and no item is stored twice."""
+    paused = 30 if long_run else 6
+    db = tmp_path / 'out.db'
+    (TypologyBuilder('127.0.0.1', cluster.port, 'paused')
+     .add_hydrant(ws.numbers, args=(5,)).add_notch(ws.record, 2, 1)
+     .add_bocca(f"sqlite:{db}", persistent_mode='stream')).start(interval=1)
+    nodes = cluster.wait_running('paused', count=4)
+    victim = '127.0.0.3'
+    moved = {n['node_id'] for n in nodes if n['worker'].endswith(victim)}
+    frozen = descendants(cluster.workers[victim].pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        wait_for(lambda: all(n['worker'].endswith('127.0.0.2') and n['state'] == 'RUNNING'
+                             for n in cluster.nodes('paused')), timeout=30,
+                 what='nodes placed on the other worker')
+        replaced = time.monotonic() - stopped_at
+        time.sleep(max(0.0, paused - replaced))   # the worker stays stopped this long
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    old = [pid for pid in frozen[1:]]
+    wait_for(lambda: not any(os.path.exists(f'/proc/{pid}') and
+                             open(f'/proc/{pid}/stat').read().split()[2] != 'Z'
+                             for pid in old), timeout=60, what='the old nodes gone')
+    wait_for(lambda: cluster.worker_state(victim) == 'ONLINE', what='the worker back')
+    cluster.request('stop', typology='paused')
+    wait_for(lambda: cluster.request('ls')[0]['state'] == 'STOPPED', timeout=40,
+             what='stopped')
+
+    recorded = cluster.request('runs', typology='paused', limit=1000)
+    complete = {r['run_id'] for r in recorded if r['state'] == 'complete'}
+    cut = {r['run_id'] for r in recorded} - complete
+    stored = [row for row in rows(db, 'SELECT rz_run, x FROM items') if row[0] not in cut]
+    counts = checker.check([(run, x) for run in complete for x in range(5)], stored)
+    checker.record(f"4 a worker stopped {paused} s ({len(moved)} nodes moved)", counts,
+                   [replaced])
+    assert moved and replaced < 8.5               # 3 s to notice, 5 s to place
+    assert counts['lost'] == 0 and counts['unexpected'] == 0
