@@ -16,7 +16,7 @@ import zmq
 from rezina.control import plan, protocol, snapshot
 from rezina.control.ops import Ops
 from rezina.control.protocol import BadMessage, decode, encode
-from rezina.control.registry import DONE, ENDED, RUNNING, WAITING, Registry
+from rezina.control.registry import DONE, ENDED, WAITING, Registry
 from rezina.errors import RezinaError
 
 log = logging.getLogger(__name__)
@@ -291,5 +291,3 @@ class Master:
     def take_snapshot(self):
         return snapshot.take(self.workspace, self.store)
 
-
-__all__ = ['Master', 'RUNNING']

@@ -339,7 +339,7 @@ class Registry:
             for idx in range(stage.count):
                 nid = plan.node_id(t.name, stage.name, idx)
                 p = self.placements.get(nid)
-                if p is None or (p.want == 'stop' and p.worker_id is None):
+                if p is None:
                     p = Placement(nid, t.name, stage.name, idx,
                                   generation=self._generation())
                     self.placements[nid] = p
