@@ -162,7 +162,7 @@ class Ops:
         snapshot_id = self.master.take_snapshot()
         targets.check(spec, self.master.store, snapshot_id, self.master.workspace)
         if stop_first:
-            self.registry.stop(spec['name'])
+            self.registry.stop(spec['name'], staged=False)
         t = self.registry.put(spec, snapshot_id)
         log.info("typology %s submitted (snapshot %s)", t.name, snapshot_id[:12])
         self.master.forget_snapshots()

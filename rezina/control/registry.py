@@ -219,13 +219,31 @@ class Registry:
                                     getattr(self, '_last_generation', 0) + 1)
         return self._last_generation
 
-    def stop(self, name):
+    def stop(self, name, staged=True):
+        """Stop a typology's nodes: staged, a stage at a time from its sources, as a
+        shell pipeline ends, so that each stage stops once its producers have ended and
+        has nothing left to wait for (nodes on two workers, told at once, do not stop at
+        the same instant); else all at once (a restart, which replaces them all)."""
         t = self._get(name)
         if t.state not in (STOPPED, COMPLETE):
             self._set_state(t, STOPPING)
-        for p in self.of(name):
-            self._stop(p)
+        if staged:
+            self._stop_next_stage(t, self.of(name))
+        else:
+            for p in self.of(name):
+                self._stop(p)
         return t
+
+    def _stop_next_stage(self, t, placements):
+        """Stop the nodes of the first level that has any left."""
+        level_of = {s.name: s.level for s in t.stages}
+        left = [p for p in placements if p.typology == t.name]
+        if not left:
+            return
+        first = min(level_of.get(p.stage, 0) for p in left)
+        for p in left:
+            if level_of.get(p.stage, 0) == first:
+                self._stop(p)
 
     def start(self, name):
         t = self._get(name)
@@ -304,7 +322,9 @@ class Registry:
             if t.state in ACTIVE:
                 self._place(t)
             placements = self.of(t.name)
-            if t.state == STOPPING and not placements:
+            if t.state == STOPPING and placements:
+                self._stop_next_stage(t, placements)
+            if t.state == STOPPING and not self.of(t.name):
                 self._stopped(t)
             elif t.state in ACTIVE:
                 if not plan.periodic(t.spec):

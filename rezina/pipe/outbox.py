@@ -10,9 +10,6 @@ from rezina.pipe import codec, protocol, slicing
 log = logging.getLogger(__name__)
 
 
-SPREAD_BELOW = 256      # a batch of fewer items is shared among the consumers with credit
-
-
 class Outbox:
     """Batches waiting for credit, and batches sent and not yet acknowledged."""
 
@@ -43,15 +40,10 @@ class Outbox:
         """Send pending batches to the consumers with the most credit."""
         links = [link for link in self.network.links_of(self) if link.alive]
         while self.pending and self.unacked_items < self.unacked_max:
-            link = self.pending[0].to
-            if link not in links or link.credit < self.pending[0].count:
-                link = max(links, key=_credit_of, default=None)
+            link = max(links, key=_credit_of, default=None)
             if link is None or link.credit <= 0:
                 return
             batch = self.pending.popleft()
-            pinned, batch.to = batch.to is not None, None
-            if not pinned and 2 <= batch.count <= SPREAD_BELOW:
-                batch, link = self._spread(batch, links)
             if batch.count > link.credit:
                 batch, rest = split_batch(batch, link.credit)
                 rest.no = self.next_no
@@ -68,34 +60,6 @@ class Outbox:
             link.credit -= batch.count
             link.unacked[batch.no] = batch
             self.unacked_items += batch.count
-
-    def _spread(self, batch, links):
-        # links: the live ones this pump has not seen refuse a send
-        """A few items go to every consumer with credit, in proportion to it, so that a
-        run of a few slow items is worked on by all, not by the first one with room:
-        the first share is returned with its link, the others wait first in line, each
-        pinned to the link it is for."""
-        ready = sorted((link for link in links if link.credit > 0), key=_credit_of,
-                       reverse=True)
-        total = sum(link.credit for link in ready)
-        shares, left = [], batch.count
-        for link in ready:
-            share = min(left, link.credit, -(-batch.count * link.credit // total))
-            if share:
-                shares.append((link, share))
-                left -= share
-        parts = []
-        for link, share in shares[:-1]:
-            head, batch = split_batch(batch, share)
-            parts.append((head, link))
-        parts.append((batch, shares[-1][0]))
-        for part, link in reversed(parts[1:]):
-            part.no, self.next_no = self.next_no, self.next_no + 1
-            part.to = link
-            self.pending.appendleft(part)
-            if part.origin is not None:
-                part.origin.parts += 1
-        return parts[0]
 
     def handle(self, link, kind, header, payload):
         if kind == protocol.CREDIT:

@@ -48,7 +48,7 @@ def new_session():
 class Batch:
     """Items of one run on the wire: `payload` is their msgpack array."""
 
-    __slots__ = ('no', 'run', 'ids', 'count', 'payload', 'origin', 'parts', 'to')
+    __slots__ = ('no', 'run', 'ids', 'count', 'payload', 'origin', 'parts')
 
     def __init__(self, run, ids, count, payload, no=None, origin=None):
         self.no = no
@@ -58,7 +58,6 @@ class Batch:
         self.payload = payload
         self.origin = origin    # the Link it came from, or the input batch it derives from
         self.parts = 0          # outputs derived from this batch not yet acknowledged
-        self.to = None          # the consumer a producer set this part aside for
 
     def header(self):
         return codec.packb([self.no, self.run, self.ids, self.count])
