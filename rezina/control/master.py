@@ -172,7 +172,7 @@ class Master:
             p._last = (now, items)
             p.status = status
         if changed:
-            self.registry._save(p)
+            self.registry.save(p)
 
     def _node_failures(self, p, by_run):
         """A node's failed items by run: a run's FAILED counts them all, the source's and
@@ -223,13 +223,13 @@ class Master:
                 stop.append(node_id)
                 if p is not None and p.want == 'stop' and p.worker_id == worker.id \
                         and entry.get('state') in ENDED:
-                    reg._forget(p)
+                    reg.forget(p)
         for p in list(reg.placements.values()):
             if p.worker_id != worker.id:
                 continue
             if p.want == 'stop':
                 if p.node_id not in reported:
-                    reg._forget(p)
+                    reg.forget(p)
                 continue
             entry = reported.get(p.node_id)
             if p.state == DONE:
@@ -258,7 +258,7 @@ class Master:
         p.argv = plan.with_inputs(p.base, endpoints)
         if p.state == WAITING:
             p.state = 'STARTING'
-        self.registry._save(p)
+        self.registry.save(p)
         return {'node_id': p.node_id, 'generation': p.generation, 'argv': p.argv,
                 'snapshot': t.snapshot, 'env': {}}
 

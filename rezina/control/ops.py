@@ -67,7 +67,7 @@ class Ops:
 
     def op_ps(self, typology=None):
         if typology is not None:
-            self.registry._get(typology)
+            self.registry.get(typology)
         rows = []
         for p in sorted(self.registry.placements.values(),
                         key=lambda p: (p.typology, self._stage_index(p), p.idx)):
@@ -96,15 +96,15 @@ class Ops:
     def op_runs(self, typology, limit=50):
         runs = self.master.state.runs(typology, limit=int(limit))
         if not runs:
-            self.registry._get(typology)       # an unknown name, or one never run
+            self.registry.get(typology)       # an unknown name, or one never run
         return [{k: r[k] for k in ('run_id', 'started', 'ended', 'items', 'failed', 'state')}
                 for r in runs]
 
     def op_stages(self, typology):
-        return [s.describe() for s in self.registry._get(typology).stages]
+        return [s.describe() for s in self.registry.get(typology).stages]
 
     def op_logs(self, typology, cursor=None, limit=100):
-        self.registry._get(typology)
+        self.registry.get(typology)
         path = self.master.log_path(typology)
         limit = max(1, min(int(limit), LOG_TAIL_MAX))
         try:
@@ -149,7 +149,7 @@ class Ops:
         return self._put(spec)
 
     def _not_returned(self, name):
-        t = self.registry._get(name)
+        t = self.registry.get(name)
         if t.spec['bocca'].get('remote'):
             raise RezinaError(f"typology {name}: its results went to the process that "
                               f"submitted it ({t.spec['bocca']['target'].split(':')[-1]}); "

@@ -224,7 +224,7 @@ class Registry:
         shell pipeline ends, so that each stage stops once its producers have ended and
         has nothing left to wait for (nodes on two workers, told at once, do not stop at
         the same instant); else all at once (a restart, which replaces them all)."""
-        t = self._get(name)
+        t = self.get(name)
         if t.state not in (STOPPED, COMPLETE):
             self._set_state(t, STOPPING)
         if staged:
@@ -246,14 +246,14 @@ class Registry:
                 self._stop(p)
 
     def start(self, name):
-        t = self._get(name)
+        t = self.get(name)
         if t.state in ACTIVE:
             raise UsageError(f"typology {name} is running already ({t.state})")
         if any(p.want == 'stop' for p in self.of(name)):
             raise UsageError(f"typology {name} is still stopping; start it once it has "
                              f"stopped")
         for p in list(self.of(name)):
-            self._forget(p)
+            self.forget(p)
         if t.spec.get('run_id'):
             t.spec = dict(t.spec, run_id=one_shot_id())
             self.state.put_typology(name, t.spec, t.snapshot, t.state)
@@ -261,7 +261,7 @@ class Registry:
         return t
 
     def scale(self, name, which, n):
-        t = self._get(name)
+        t = self.get(name)
         stage = plan.find_stage(t.spec, which)
         if stage.kind == plan.HYDRANT:
             raise UsageError(f"typology {name}: stage {stage.name} is a hydrant, which has "
@@ -282,7 +282,7 @@ class Registry:
     def remove(self, name):
         """Forget a typology, at once if it has no nodes, else once they have stopped;
         its runs stay. Returns its state: REMOVED or STOPPING."""
-        t = self._get(name)
+        t = self.get(name)
         if t.state not in (STOPPED, COMPLETE) or self.of(name):
             self.stop(name)
             t.removing = True
@@ -298,7 +298,7 @@ class Registry:
         if t.removing:
             self.remove(t.name)
 
-    def _get(self, name):
+    def get(self, name):
         t = self.typologies.get(name)
         if t is None:
             raise UsageError(f"unknown typology {name!r}")
@@ -352,7 +352,7 @@ class Registry:
                 if p.stage == stage.name and p.want == 'run' and p.state != DONE:
                     log.info("node %s: its producers have ended: done", p.node_id)
                     p.state = DONE
-                    self._save(p)
+                    self.save(p)
 
     def _place(self, t):
         for stage in t.stages:
@@ -380,7 +380,7 @@ class Registry:
                                 else ())
         if worker_id is None:
             if first:
-                self._save(p)
+                self.save(p)
             return
         if p.worker_id is not None:
             log.warning("node %s: moved from %s (offline) to %s", p.node_id, p.worker_id,
@@ -390,21 +390,21 @@ class Registry:
         p.worker_id, p.state, p.endpoint, p.argv, p.sent_at = worker_id, WAITING, None, None, None
         p.status, p.pid = {}, None
         p.base = self._base(t, stage, p)
-        self._save(p)
+        self.save(p)
 
     def _stop(self, p):
         if p.want != 'stop':
             p.want = 'stop'
-            self._save(p)
+            self.save(p)
         w = self.workers.get(p.worker_id)
         if p.worker_id is None or w is None or w.state != ONLINE:
-            self._forget(p)
+            self.forget(p)
 
-    def _forget(self, p):
+    def forget(self, p):
         self.placements.pop(p.node_id, None)
         self.state.remove_placement(p.node_id)
 
-    def _save(self, p):
+    def save(self, p):
         self.state.put_placement(p.node_id, p.typology, p.stage, p.idx, p.worker_id,
                                  p.generation, p.saved(), p.state, p.restarts, p.last_error,
                                  p.endpoint)
