@@ -65,6 +65,8 @@ def measure(n, timeout):
     results['peer'] = stages.peer(n, timeout)
     progress(f"rezina over ZeroMQ, {n} items")
     results['rezina_zmq'] = stages.rezina('rezina-zmq', n, 'zmq', timeout)
+    progress(f"rezina over ZeroMQ with CURVE, {n} items")
+    results['rezina_curve'] = stages.rezina('rezina-curve', n, 'curve', timeout)
     progress(f"rezina over OS pipes, {n} items")
     results['rezina_pipes'] = stages.rezina('rezina-pipes', n, 'pipes', timeout)
     progress(f"one-item one-liner over pipes, {ONE_LINER_RUNS} runs")
@@ -137,7 +139,8 @@ def print_tables(n, results, rows):
     print(f"{'contender':<26}{'items/s':>12}{'/ ref':>8}{'/ peer':>8}{'start-up':>10}"
           f"   peak RSS, MiB")
     names = (('reference', 'reference (bare pyzmq)'), ('peer', 'peer (Pool(2).imap)'),
-             ('rezina_zmq', 'rezina over ZeroMQ'), ('rezina_pipes', 'rezina over pipes'))
+             ('rezina_zmq', 'rezina over ZeroMQ'), ('rezina_curve', '... with CURVE'),
+             ('rezina_pipes', 'rezina over pipes'))
     for key, label in names:
         result = results[key]
         rate = result.get('items_per_s')

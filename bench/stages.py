@@ -17,6 +17,7 @@ import time
 
 from bench_funcs import SLEEP_SECONDS
 from procs import Stage, StageTimeout, free_ports
+from rezina.security import write_key_pair
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 PYTHON = sys.executable
@@ -147,7 +148,8 @@ def bocca_report(bocca):
 
 
 def rezina(name, n, transport, timeout, func='identity', notch_options=()):
-    """hydrant | notch | bocca over 'zmq' (tcp loopback) or 'pipes' (OS pipes).
+    """hydrant | notch | bocca over 'zmq' (tcp loopback), 'curve' (the same with a CURVE key
+    pair shared by the three) or 'pipes' (OS pipes).
 
     Start-up is the time from launching the first command to the first item stored: the
     bocca's closing line arrives at a known time and gives the first-to-last span, so the
@@ -157,11 +159,21 @@ def rezina(name, n, transport, timeout, func='identity', notch_options=()):
     hydrant = [command('rz-hydrant'), 'bench_funcs:items', str(n)]
     notch = [command('rz-notch'), *notch_options, f'bench_funcs:{func}']
     bocca = [command('rz-bocca'), 'null']
+    if transport == 'curve':
+        with tempfile.TemporaryDirectory() as keys:
+            _, secret = write_key_pair(keys, 'bench')
+            hydrant, notch, bocca = ([argv[0], '--curve-key', secret, *argv[1:]]
+                                     for argv in (hydrant, notch, bocca))
+            return _rezina_run(name, n, transport, timeout, hydrant, notch, bocca)
+    return _rezina_run(name, n, transport, timeout, hydrant, notch, bocca)
+
+
+def _rezina_run(name, n, transport, timeout, hydrant, notch, bocca):
     timed_out = None
     with Stage(name, timeout, BENCH_DIR) as stage:
         try:
             launch = time.monotonic()
-            if transport == 'zmq':
+            if transport in ('zmq', 'curve'):
                 near, far = (LOOPBACK.format(port) for port in free_ports(2))
                 sink = stage.start('rz-bocca', bocca + ['--in', '@' + far], timed_stderr=True)
                 stage.start('rz-notch', notch + ['--in', near, '--out', '>' + far])

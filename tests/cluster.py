@@ -12,13 +12,22 @@ from conftest import TESTS, stderr_of, wait_for
 from test_edges import free_port
 from rezina.control.protocol import Client
 from rezina.errors import RezinaError
+from rezina.security import Security, load_keys, public_key, write_key_pair
 
 WORKSPACE_FILES = ('fixtures_cluster.py',)
 
 
 class Cluster:
-    def __init__(self, procs, tmp_path, files=WORKSPACE_FILES):
+    """With curve=True every process has its own CURVE key pair (keys/NAME.key_secret) and
+    lets in the others' (keys/allowed)."""
+
+    def __init__(self, procs, tmp_path, files=WORKSPACE_FILES, curve=False):
         self.procs = procs
+        self.keys = tmp_path / 'keys' if curve else None
+        if curve:
+            (self.keys / 'allowed').mkdir(parents=True)
+            for name in ('master', 'client', '127.0.0.2', '127.0.0.3', '127.0.0.4'):
+                self.add_key(name)
         self.tmp = tmp_path
         self.port = free_port()
         self.http_port = free_port()
@@ -31,11 +40,25 @@ class Cluster:
         self.master = None
         self.workers = {}
 
+    def add_key(self, name, allowed=True):
+        """Write NAME's key pair; its public key goes in keys/allowed if allowed."""
+        public, _ = write_key_pair(str(self.keys), name)
+        if allowed:
+            shutil.copy(public, self.keys / 'allowed')
+
+    def curve_options(self, name, master_key=True):
+        if self.keys is None:
+            return []
+        return ['--curve-key', str(self.keys / f'{name}.key_secret'), '--curve-allow',
+                str(self.keys / 'allowed'),
+                *(['--master-key', str(self.keys / 'master.key')] if master_key else [])]
+
     def start_master(self, *extra):
         self.master = self.procs.start(
             ['rz-master', '-P', str(self.port), '--http-port', str(self.http_port), '-W',
              str(self.workspace), '-L', str(self.logs), '--state-dir', str(self.state),
-             *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+             *self.curve_options('master', master_key=False), *extra],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_for(lambda: self.answers() or self.master.poll() is not None, timeout=20,
                  what='rz-master to answer')
         assert self.master.poll() is None, stderr_of(self.master)
@@ -44,15 +67,22 @@ class Cluster:
     def start_worker(self, ip, slots=4, env=None):
         proc = self.procs.start(
             ['rz-worker', '-P', str(self.port), '--worker-ip', ip, '--slots', str(slots),
-             '--root', str(self.tmp / f'worker-{ip}')],
+             '--root', str(self.tmp / f'worker-{ip}'), *self.curve_options(ip)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env or {})
         self.workers[ip] = proc
         wait_for(lambda: self.worker_state(ip) == 'ONLINE', timeout=20,
                  what=f'worker {ip} online')
         return proc
 
+    def client(self, name='client'):
+        if self.keys is None:
+            return Client('127.0.0.1', self.port)
+        return Client('127.0.0.1', self.port, security=Security(load_keys(
+            str(self.keys / f'{name}.key_secret'))), server_key=public_key(
+            str(self.keys / 'master.key'), 'master key'))
+
     def request(self, op, **args):
-        client = Client('127.0.0.1', self.port)
+        client = self.client()
         try:
             return client.request(op, **args)
         finally:

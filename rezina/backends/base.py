@@ -1,13 +1,22 @@
 """The two faces of a sink: the Sink that rz-bocca drives, and the user's StorageBackend."""
 
+from rezina.errors import SinkError
+
+
+class BackendDown(SinkError):
+    """A write failed for a reason of the backend's, not of the items: the store is locked,
+    full, read-only or unreachable. Every write fails alike until it returns, so the caller
+    waits and tries the same items again rather than looking for one to blame."""
+
 
 class Sink:
     """Where rz-bocca stores items, written in batches of (item_id, run_id, item) records.
 
-    write() is durable when it returns; on failure it raises SinkError and nothing of that
-    call counts as written. `idempotent` says whether writing a record again stores it once
-    (then redelivered items need no other guard). One caller at a time: a sink is not
-    thread-safe, but it may be used from a thread other than the one that opened it.
+    write() is durable when it returns; on failure it raises SinkError (BackendDown when the
+    store, not the items, is at fault) and nothing of that call counts as written.
+    `idempotent` says whether writing a record again stores it once (then redelivered items
+    need no other guard). One caller at a time: a sink is not thread-safe, but it may be
+    used from a thread other than the one that opened it.
     """
 
     idempotent = False
@@ -44,6 +53,11 @@ class StorageBackend:
     list of (item_id, run_id, item) records whatever the mode, ids included (the
     built-in backends do). Set ``idempotent = True`` only if storing the same item_id
     twice stores it once.
+
+    ``open()`` is called once: a ``write`` whose connection broke should reconnect itself.
+    A ConnectionError or TimeoutError from ``write`` (or a BackendDown it raises) says the
+    store is down rather than that an item is bad: the same items are tried again, with
+    backoff, until it returns.
     """
 
     idempotent = False

@@ -13,7 +13,7 @@ SINK is one of:
 
 import logging
 
-from rezina.backends.base import Sink, StorageBackend
+from rezina.backends.base import BackendDown, Sink, StorageBackend
 from rezina.backends.csvfile import CsvFile
 from rezina.backends.sqlite import DEFAULT_TABLE, SqliteSink, check_table_name
 from rezina.backends.textfiles import Null, PlainFile, Stdout
@@ -28,6 +28,8 @@ EXPECTED = ("expected stdout, null, jsonl:PATH, csv:PATH, sqlite:PATH[?table=NAM
             "or MODULE:CLASS")
 # TODO: postgresql://... (DESIGN.md, Sinks) is not written yet
 _NOT_YET = ('postgresql', 'postgres')
+# what a backend raises when its store, not an item, is at fault
+_DOWN = (ConnectionError, TimeoutError)
 
 
 class BackendSink(Sink):
@@ -35,7 +37,8 @@ class BackendSink(Sink):
 
     A backend with write_records() gets the records of each batch, ids included; any
     other gets write(item) per item in stream mode, or write(list_of_items) once per
-    batch in batch mode. An exception the backend raises becomes SinkError, except
+    batch in batch mode. An exception the backend raises becomes SinkError (BackendDown for
+    a ConnectionError or TimeoutError: the store is down, not the items at fault), except
     BrokenPipeError from Stdout: its reader went away, which the command handles.
     """
 
@@ -79,9 +82,10 @@ class BackendSink(Sink):
         except BrokenPipeError:
             if isinstance(self.backend, Stdout):
                 raise
-            raise SinkError(f"backend {self.name} failed to {verb}: BrokenPipeError") from None
+            raise BackendDown(f"backend {self.name} failed to {verb}: BrokenPipeError") from None
         except Exception as exc:
-            raise SinkError(
+            error = BackendDown if isinstance(exc, _DOWN) else SinkError
+            raise error(
                 f"backend {self.name} failed to {verb}: {type(exc).__name__}: {exc}"
             ) from exc
 

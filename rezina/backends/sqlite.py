@@ -16,7 +16,10 @@ folds ASCII case in names, so keys such as ``City`` and ``city`` share one colum
 item holds both, its last one is stored and a warning is logged once per column.
 
 A write is one transaction: INSERT OR IGNORE, so the first write of an id wins, then
-COMMIT before it returns; on any failure it is rolled back, new columns included.
+COMMIT before it returns; on any failure it is rolled back, new columns included. A failure
+of the database rather than of the items (locked past BUSY_TIMEOUT, disk full, read-only,
+an I/O error) raises BackendDown and closes the connection: the next write opens it again,
+so a file system that was remounted, or a database file that was replaced, is met afresh.
 """
 
 import datetime
@@ -25,14 +28,15 @@ import os
 import re
 import sqlite3
 
-from rezina.backends.base import Sink
+from rezina.backends.base import BackendDown, Sink
 from rezina.backends.jsonvalue import dumps_item
 from rezina.errors import SinkError, UnknownSink
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = 'items'
-BUSY_TIMEOUT = 10.0             # seconds a write waits for another writer's lock
+BUSY_TIMEOUT = 2.0              # seconds a write waits for another writer's lock, then
+                                # fails as BackendDown (rz-bocca tries it again)
 MAX_PLANS = 256                 # INSERT statements kept, one per shape of item
 
 ID_COLUMNS = ('rz_id', 'rz_run')
@@ -45,6 +49,18 @@ _AS_IS = frozenset({str, float, bytes, type(None)})
 # errors of the data in a batch (as opposed to the database: locked, full, read-only)
 _DATA_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, sqlite3.InterfaceError,
                 sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+# primary result codes that blame the database, not the items: it comes back, or is fixed
+_DOWN_CODES = frozenset(getattr(sqlite3, name) for name in (
+    'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_NOMEM', 'SQLITE_READONLY', 'SQLITE_IOERR',
+    'SQLITE_CORRUPT', 'SQLITE_FULL', 'SQLITE_CANTOPEN', 'SQLITE_PROTOCOL', 'SQLITE_PERM',
+    'SQLITE_NOTADB'))
+
+
+def database_down(exc):
+    """True if sqlite3 error `exc` is the database's fault (locked, full, read-only, ...)."""
+    code = getattr(exc, 'sqlite_errorcode', None)
+    return (isinstance(exc, sqlite3.Error) and not isinstance(exc, _DATA_ERRORS)
+            and code is not None and code & 0xff in _DOWN_CODES)
 
 
 def check_table_name(table, spec):
@@ -125,6 +141,7 @@ class SqliteSink(Sink):
         self.table = check_table_name(table, name or f"sqlite:{path}")
         self.name = name or f"sqlite:{path}"
         self._conn = None
+        self._dropped = False       # closed after a BackendDown: the next write reopens
         self._columns = set()       # folded names of the table's columns
         self._plans = {}            # item keys (None: not a dict) -> _Plan
         self._warned = set()        # folded columns a case clash was logged for
@@ -167,12 +184,17 @@ class SqliteSink(Sink):
         if not records:
             return
         if self._conn is None:
-            raise SinkError(f"cannot write to {self.name}: it is not open")
+            if not self._dropped:
+                raise SinkError(f"cannot write to {self.name}: it is not open")
+            self._reopen()
         conn = self._conn
         what = f"{len(records)} items" if len(records) > 1 else f"item {records[0][0]}"
         try:
             conn.execute('BEGIN IMMEDIATE')
         except sqlite3.Error as exc:
+            if database_down(exc):
+                self._drop()
+                raise BackendDown(f"cannot write {what} to {self.name}: {exc}") from None
             raise SinkError(f"cannot write {what} to {self.name}: {exc}") from None
 
         try:
@@ -188,12 +210,31 @@ class SqliteSink(Sink):
                                     f"{type(exc).__name__}: {exc}") from None
             conn.execute('COMMIT')
         except BaseException as exc:
+            if database_down(exc):
+                self._drop()        # closing rolls the transaction back
+                raise BackendDown(f"cannot write {what} to {self.name}: {exc}") from None
             self._roll_back()
             if isinstance(exc, SinkError):
                 raise
             if isinstance(exc, (sqlite3.Error, *_DATA_ERRORS)):
                 raise SinkError(f"cannot write {what} to {self.name}: {exc}") from None
             raise
+
+    def _reopen(self):
+        """Open the connection a BackendDown closed; failing, the database is still down."""
+        try:
+            self.open()
+        except SinkError as exc:
+            self._dropped = True
+            raise BackendDown(str(exc)) from None
+
+    def _drop(self):
+        """Close the connection after a failure of the database; the next write reopens."""
+        conn, self._conn, self._dropped = self._conn, None, True
+        try:
+            conn.close()
+        except sqlite3.Error as exc:
+            log.debug("%s: closing after a failure: %s", self.name, exc)
 
     def _runs(self, records):
         """Yield (plan, rows) for each run of consecutive items of one shape, in order."""
@@ -304,6 +345,7 @@ class SqliteSink(Sink):
             log.warning("%s: rollback failed: %s", self.name, exc)
 
     def close(self):
+        self._dropped = False
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:

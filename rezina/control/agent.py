@@ -33,6 +33,8 @@ from rezina.control import protocol, snapshot
 from rezina.control.protocol import BadMessage, decode, encode
 from rezina.control.supervisor import BACKOFF, FAILED, LIVE, STOPPED, NodeSpec, Supervisor
 from rezina.errors import RezinaError
+from rezina.security import Security, handshake_failure, unwatch_handshake, \
+    watch_handshake
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class Agent:
     """One machine's rz-worker: a DEALER to the master, and a Supervisor of its nodes."""
 
     def __init__(self, master_host, master_port, worker_ip, slots, root,
-                 clock=time.monotonic, context=None):
+                 clock=time.monotonic, context=None, security=None, master_key=None):
         self.master = f"{master_host}:{master_port}"
         self.worker_ip = worker_ip
         self.slots = slots
@@ -112,6 +114,9 @@ class Agent:
         self.dealer.setsockopt(zmq.LINGER, 0)
         # nothing queues for a master that is not there: a heartbeat is sent again anyway
         self.dealer.setsockopt(zmq.IMMEDIATE, 1)
+        (security or Security()).connect(self.dealer, master_key)
+        self.monitor = watch_handshake(self.dealer)
+        self.refusal = None         # why the master's handshake failed, logged once
         self.dealer.connect(f"tcp://{self.master}")
 
         self.supervisor = Supervisor(clock=clock, on_lines=self._on_lines,
@@ -166,6 +171,7 @@ class Agent:
                 self._send(protocol.GOODBYE, {'worker': self.worker_id,
                                               'session': self.session})
         finally:
+            unwatch_handshake(self.dealer, self.monitor)
             self.dealer.close(linger=GOODBYE_LINGER_MS)
             if self.own_context:
                 self.context.term()
@@ -200,6 +206,10 @@ class Agent:
                 log.debug("worker %s: unexpected %r ignored", self.worker_id, kind)
 
     def _beat(self):
+        refusal = handshake_failure(self.monitor)
+        if refusal and refusal != self.refusal:
+            log.error("worker %s: rz-master at %s: %s", self.worker_id, self.master, refusal)
+        self.refusal = refusal or self.refusal
         nodes = self._report()
         # every beat says who we are, so a restarted master knows us from the first one
         me = {'worker': self.worker_id, 'host': self.host, 'address': self.worker_ip,

@@ -110,13 +110,14 @@ class HttpApi:
     """The JSON API on HOST:PORT, answering from the master at control_host:control_port."""
 
     def __init__(self, host, port, control_host, control_port, token,
-                 timeout=defaults.MASTER_ANSWER_TIMEOUT):
+                 timeout=defaults.MASTER_ANSWER_TIMEOUT, security=None):
         self.host = host
         self.port = port
         self.control_host = control_host
         self.control_port = control_port
         self.token = token
         self.timeout = timeout
+        self.security = security      # the master's: its own key is always let in
         self.server = None
         self.thread = None
 
@@ -158,7 +159,9 @@ class HttpApi:
         self.server = None
 
     def client(self):
-        return Client(self.control_host, self.control_port, timeout=self.timeout)
+        return Client(self.control_host, self.control_port, timeout=self.timeout,
+                      security=self.security, server_key=self.security and
+                      self.security.keys and self.security.keys.public)
 
     def authorized(self, header):
         """Whether an Authorization header carries this API's token."""

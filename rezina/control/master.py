@@ -18,6 +18,7 @@ from rezina.control.ops import Ops
 from rezina.control.protocol import BadMessage, decode, encode
 from rezina.control.registry import DONE, ENDED, WAITING, Registry
 from rezina.errors import RezinaError
+from rezina.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ RESEND_START = 5.0              # seconds before a start not yet seen running is
 
 
 class Master:
-    def __init__(self, state, host, port, workspace, logdir, context=None):
+    def __init__(self, state, host, port, workspace, logdir, context=None, security=None):
         self.state = state
         self.workspace = os.path.abspath(os.path.expanduser(workspace))
         self.logdir = os.path.abspath(os.path.expanduser(logdir))
@@ -38,6 +39,12 @@ class Master:
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.security = security or Security()
+        try:
+            self.security.bind(self.router, f"tcp://{host}:{port or '*'}", 'rz-master')
+        except RezinaError:
+            self.router.close()
+            raise
         try:
             if port == 0:
                 self.port = self.router.bind_to_random_port(f"tcp://{host}")
@@ -78,6 +85,7 @@ class Master:
 
     def close(self):
         self.router.close(linger=0)
+        self.security.close()
 
     # messages
 

@@ -17,6 +17,12 @@ Options:
   --http-host=HOST       The address the HTTP API binds [default: 127.0.0.1].
   --state-dir=DIR        Workers, typologies, placements and runs, in SQLite
                          [default: ~/.rezina].
+  --curve-key=FILE       The master's CURVE secret key file (see rz keygen): the control
+                         socket lets in only CURVE clients with an allowed key (or
+                         REZINA_CURVE_KEY).
+  --curve-allow=DIR      The public key files (*.key) of the workers and clients let in,
+                         besides the master's own (or REZINA_CURVE_ALLOW).
+  --insecure             Bind a --host outside loopback without CURVE keys.
   -R, --reset            Forget the saved state (it is renamed aside, not deleted): the
                          workers stop the nodes of the typologies it held.
   -D, --daemon           Run in the background: the pid in STATE-DIR/master.pid, the log
@@ -34,6 +40,7 @@ import sys
 from rezina.cli import int_option, run_command
 from rezina.control.master import Master
 from rezina.control.state import State
+from rezina.security import Security
 
 log = logging.getLogger(__name__)
 PROG = 'rz-master'
@@ -46,6 +53,9 @@ def _serve(args):
     state_dir = os.path.abspath(os.path.expanduser(args['--state-dir']))
     logdir = os.path.abspath(os.path.expanduser(args['--logdir']))
     workspace = os.path.abspath(os.path.expanduser(args['--workspace']))
+    security = Security.from_args(args)
+    if not security.keys:      # refused here, not in the background, nor after -R
+        security.check_plain_bind(f"tcp://{args['--host']}:{port}", PROG)
     if args['--daemon']:
         State.open(state_dir).close()           # refuse here, not in the background
         from rezina.control.daemon import daemonize
@@ -55,7 +65,7 @@ def _serve(args):
     stopping = []
     http = master = None
     try:
-        master = Master(state, args['--host'], port, workspace, logdir)
+        master = Master(state, args['--host'], port, workspace, logdir, security=security)
         if http_port:
             from rezina.control.http import HttpApi, load_token
             # the API asks the master as any client does, over loopback when it binds all
@@ -63,7 +73,7 @@ def _serve(args):
             if control_host in ('*', '0.0.0.0', '::'):
                 control_host = '127.0.0.1'
             http = HttpApi(args['--http-host'], http_port, control_host, master.port,
-                           load_token(state_dir))
+                           load_token(state_dir), security=security)
             http.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda n, f: stopping.append(n))

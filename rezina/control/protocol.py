@@ -23,6 +23,8 @@ import zmq
 
 from rezina import defaults
 from rezina.errors import RezinaError
+from rezina.security import Security, handshake_failure, master_key, unwatch_handshake, \
+    watch_handshake
 
 REGISTER = b'R'
 HEARTBEAT = b'H'
@@ -74,17 +76,23 @@ class Client:
     names the master's host and port."""
 
     def __init__(self, host='127.0.0.1', port=defaults.CONTROL_PORT,
-                 timeout=defaults.MASTER_ANSWER_TIMEOUT, context=None):
+                 timeout=defaults.MASTER_ANSWER_TIMEOUT, context=None, security=None,
+                 server_key=None):
         self.host = host
         self.port = port
         self.timeout = timeout
         self.context = context or zmq.Context.instance()
-        self.socket = None
+        # by default the keys of REZINA_CURVE_KEY and REZINA_MASTER_KEY, if set
+        self.security = security if security is not None else Security.from_options()
+        self.server_key = server_key if server_key is not None else master_key()
+        self.socket = self.monitor = None
         self.next_rid = 0
 
     def _connect(self):
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        self.security.connect(sock, self.server_key)
+        self.monitor = watch_handshake(sock)
         sock.connect(f"tcp://{self.host}:{self.port}")
         return sock
 
@@ -96,12 +104,21 @@ class Client:
         rid = f"{os.getpid()}-{self.next_rid}"
         self.socket.send_multipart(encode(REQUEST, {'rid': rid, 'op': op, 'args': args}))
         deadline = time.monotonic() + self.timeout
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self.socket.poll(max(1, int(left * 1000))):
+            ready = dict(poller.poll(max(1, int(left * 1000)))) if left > 0 else {}
+            refused = handshake_failure(self.monitor) if self.monitor in ready else None
+            if refused or not ready:
                 self._reset()
+                if refused:     # libzmq may try again, but the answer will be the same
+                    raise RezinaError(f"rz-master at {self.host}:{self.port}: {refused}")
                 raise RezinaError(f"no answer from rz-master at {self.host}:{self.port} "
                                   f"within {self.timeout:g} s")
+            if self.socket not in ready:
+                continue
             try:
                 kind, header, _ = decode(self.socket.recv_multipart())
             except BadMessage:
@@ -115,10 +132,10 @@ class Client:
     def _reset(self):
         """A request went unanswered: a new socket, so its answer, if it comes, is not
         taken for the next request's."""
+        unwatch_handshake(self.socket, self.monitor)
         self.socket.close(linger=0)
-        self.socket = None
+        self.socket = self.monitor = None
 
     def close(self):
         if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
+            self._reset()

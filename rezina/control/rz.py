@@ -10,17 +10,24 @@ Usage:
   rz [options] scale TYPOLOGY STAGE N
   rz [options] logs TYPOLOGY [-f] [-n N]
   rz [options] console
+  rz [options] keygen NAME
   rz (-h | --help | --version)
 
 workers: the workers, their state and load. ls: the typologies, their schedules and
 runs. ps: the nodes of every typology, or of one. runs: a typology's runs, newest first.
 start, stop, restart, remove: change a typology's state. scale: give the stage STAGE
 (its name, or its number from 0) N nodes. logs: a typology's last log lines. console: a
-shell of these commands.
+shell of these commands. keygen: write a CURVE key pair, NAME.key (public, to give to the
+peers that let this one in) and NAME.key_secret (for --curve-key), in --dir.
 
 Options:
   -H, --host=HOST      rz-master's host [default: 127.0.0.1].
   -P, --port=PORT      rz-master's control port [default: 12345].
+  --curve-key=FILE     Our CURVE secret key file, for a master that requires CURVE (or
+                       REZINA_CURVE_KEY).
+  --master-key=KEY     rz-master's public key, a file or 40 Z85 characters (or
+                       REZINA_MASTER_KEY; by default our own).
+  --dir=DIR            keygen: the directory of the key files [default: .].
   --json               Print the master's answer as JSON instead of a table.
   --limit=N            runs: show the newest N runs [default: 50].
   -n, --lines=N        logs: show the last N lines [default: 100].
@@ -32,6 +39,7 @@ Options:
 """
 
 import json
+import os
 import re
 import sys
 import time
@@ -42,6 +50,7 @@ from rezina import exitcodes
 from rezina.cli import run_command
 from rezina.control.protocol import Client
 from rezina.errors import RezinaError, UsageError
+from rezina.security import Security, master_key, write_key_pair
 
 PROG = 'rz'
 ACTIONS = ('start', 'stop', 'restart', 'remove')
@@ -57,10 +66,13 @@ def main(argv=None):
 
 
 def _serve(args):
+    if args['keygen']:
+        return keygen(args['NAME'], args['--dir'])
     port = whole_number(args['--port'], '--port', 1)
     if port > 65535:
         raise UsageError(f"--port {args['--port']!r}: expected a port number from 1 to 65535")
-    client = Client(args['--host'], port)
+    client = Client(args['--host'], port, security=Security.from_options(args['--curve-key']),
+                    server_key=master_key(args['--master-key']))
     try:
         if args['console']:
             from rezina.control.console import Console
@@ -70,6 +82,19 @@ def _serve(args):
         return exitcodes.DOWNSTREAM_CLOSED
     finally:
         client.close()
+
+
+def keygen(name, directory):
+    """Write NAME.key and NAME.key_secret in directory, and say where."""
+    if not name or not name.isprintable() or '/' in name or name.startswith('.'):
+        raise UsageError(f"NAME {name!r}: expected a file name without '/' (e.g. the host)")
+    if not os.path.isdir(directory):
+        raise UsageError(f"--dir {directory}: not a directory")
+    public, secret = write_key_pair(directory, name)
+    print(f"{public}: the public key, for the --curve-allow directory of the peers that "
+          f"let this one in")
+    print(f"{secret}: the secret key, for --curve-key (readable by its owner only)")
+    return exitcodes.OK
 
 
 def execute(client, args):
@@ -281,6 +306,12 @@ def rate(row, now):
     return f"{value:.1f}/s" if isinstance(value, (int, float)) else shown(value)
 
 
+def oldest(row, now):
+    """How long the oldest item a node holds has been in it; blank when it holds none."""
+    value = row.get('oldest_age')
+    return span(max(value, 0)) if isinstance(value, (int, float)) else ''
+
+
 def node_name(row, now):
     return shown(row.get('node_id') or f"{row.get('stage')}#{row.get('index')}")
 
@@ -326,6 +357,8 @@ def ps_columns(rows):
                ('STATE', field('state'), False), ('RESTARTS', field('restarts'), True),
                ('IN', field('items_in'), True), ('OUT', field('items_out'), True),
                ('FAILED', field('failed'), True), ('RATE', rate, True)]
+    if any(isinstance(row.get('oldest_age'), (int, float)) for row in rows):
+        columns.append(('OLDEST', oldest, True))
     if any(row.get('last_error') for row in rows):
         columns.append(('LAST ERROR', last_error, False))
     return columns

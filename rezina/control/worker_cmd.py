@@ -12,6 +12,15 @@ Options:
                          reach [default: 127.0.0.1].
   --slots=N              Threads and coroutines this machine runs before the master
                          prefers another (default: the CPU count).
+  --curve-key=FILE       This machine's CURVE secret key file (see rz keygen), for the
+                         master's socket and every edge of its nodes (or
+                         REZINA_CURVE_KEY).
+  --curve-allow=DIR      The public key files (*.key) of the machines whose nodes may read
+                         from this one's, besides its own (or REZINA_CURVE_ALLOW).
+  --master-key=KEY       rz-master's public key, a file or 40 Z85 characters (or
+                         REZINA_MASTER_KEY; by default this machine's own).
+  --insecure             Let the nodes bind --worker-ip outside loopback without CURVE
+                         keys.
   --root=DIR             Where the code snapshots are kept [default: ~/.rezina/worker].
   -D, --daemon           Run in the background: the pid in ROOT/worker-IP.pid, the log in
                          ROOT/worker-IP.log.
@@ -30,6 +39,7 @@ from rezina import defaults
 from rezina.cli import int_option, run_command
 from rezina.control.agent import Agent
 from rezina.errors import RezinaError, UsageError
+from rezina.security import Security, master_key
 
 log = logging.getLogger(__name__)
 PROG = 'rz-worker'
@@ -48,11 +58,17 @@ def _serve(args):
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise RezinaError(f"cannot use --root {root}: {exc.strerror}") from None
+    security = Security.from_args(args)
+    server_key = master_key(args['--master-key'])
+    if not security.keys:
+        security.check_plain_bind(f"tcp://{ip}:*", PROG)    # the nodes bind --worker-ip
+    os.environ.update(security.environ())                  # for the nodes
     if args['--daemon']:
         from rezina.control.daemon import daemonize
         daemonize(os.path.join(root, f'worker-{ip}.pid'), os.path.join(root, f'worker-{ip}.log'))
 
-    agent = Agent(args['--host'], port, ip, slots, root)
+    agent = Agent(args['--host'], port, ip, slots, root, security=security,
+                  master_key=server_key)
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda n, f: stopping.append(n))

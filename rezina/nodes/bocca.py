@@ -20,8 +20,11 @@ Options:
                          '@'; may be given more than once [default: -].
   --mode=MODE            stream: write items as they arrive; batch: write lists of up
                          to the batch size, at least every flush interval [default: stream].
-  --batch-size=N         Most items in one write in batch mode [default: 1000].
+  --batch-size=N         Most items in one write [default: 1000].
   --flush-interval=SECONDS  Longest an item waits in batch mode [default: 1].
+  --drain-timeout=SECONDS  How long the items held may wait to be written once a stop is
+                         asked, or once the input has ended while the sink fails; then
+                         they are given up, unacknowledged [default: 30].
   --args=JSON            Positional arguments for a MOD:CLASS sink, as a JSON array.
   --kwargs=JSON          Keyword arguments for a MOD:CLASS sink, as a JSON object.
   --producers=N          With a bound --in: wait for N producers before ending [default: 0].
@@ -37,6 +40,11 @@ Options:
                          status and the worker's requests.
   --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
                          [default: 67108864].
+  --curve-key=FILE       This process's CURVE secret key file (see rz keygen): every
+                         socket is encrypted and authenticated (or REZINA_CURVE_KEY).
+  --curve-allow=DIR      The public key files (*.key) of the peers let in, besides our
+                         own (or REZINA_CURVE_ALLOW).
+  --insecure             Bind an address outside loopback without CURVE keys.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -52,6 +60,7 @@ from itertools import repeat
 
 from rezina import defaults, exitcodes
 from rezina.backends import open_sink
+from rezina.backends.base import BackendDown
 from rezina.cli import float_option, int_option, run_command, set_max_item_bytes
 from rezina.errors import SinkError, UsageError
 from rezina.nodes.failures import Failures
@@ -59,17 +68,21 @@ from rezina.nodes.node import Node, input_endpoints, take_stdout
 from rezina.pipe import codec, protocol
 from rezina.pipe.stream import DownstreamClosed
 from rezina.target import add_search_path, parse_json
+from rezina.security import Security
 
 log = logging.getLogger(__name__)
 PROG = 'rz-bocca'
 ITEM_ATTEMPTS = defaults.SINK_ITEM_ATTEMPTS
+REPORT_EVERY = 60.0         # seconds between warnings while the sink keeps failing
 
 
 class Bocca(Node):
     """Writes what arrives to the sink, in stream or batch mode."""
 
-    def __init__(self, name, sink, mode, batch_size, flush_interval, failures=None):
+    def __init__(self, name, sink, mode, batch_size, flush_interval, failures=None,
+                 drain_timeout=defaults.DRAIN_TIMEOUT):
         super().__init__(name, failures)
+        self.drain_timeout = drain_timeout
         self.sink = sink
         self.mode = mode
         self.batch_size = batch_size
@@ -82,7 +95,14 @@ class Bocca(Node):
         self.last_at = None
         self.retry_at = 0.0
         self.retry_wait = 0.0
-        self.abandoned = 0
+        self.ended_at = None       # when the input was first seen to have ended
+        # an outage: a run of failed writes, ended by the next write that succeeds
+        self.failing_since = None  # when the first failed write of it began
+        self.failed_writes = 0
+        self.write_began = 0.0
+        self.failed_at = 0.0       # when the last write failed
+        self.reported_at = None    # when the outage was last reported
+        self.down = False          # the last failure was BackendDown: no item is to blame
         self.narrow = 0            # writes of one item left, to find a failing item
         self.head_attempts = 0     # failed writes of the first unwritten item alone
         self.last_error = ''
@@ -104,7 +124,13 @@ class Bocca(Node):
         return self.pending_items
 
     def counters(self):
-        return {'stored': self.stored, 'in_flight': self.pending_items}
+        counters = {'stored': self.stored, 'in_flight': self.pending_items,
+                    'sink_failing_for': 0.0}
+        since = self.failing_since
+        if since is not None:
+            counters['sink_failing_for'] = round(time.monotonic() - since, 1)
+            counters['sink_error'] = self.last_error
+        return counters
 
     def on_batch(self, batch):
         try:
@@ -130,6 +156,7 @@ class Bocca(Node):
         self.loop.wake()
 
     def step(self):
+        self._input_ended()         # noted as it happens: the drain timeout runs from then
         if self.failed_items:
             self._report_failures()
         if self.held:
@@ -143,11 +170,14 @@ class Bocca(Node):
                 hold[2] = True      # acknowledged once its error records are stored
         if self.writer_error is not None:
             raise self.writer_error
-        if not self.pending or self.writing:
+        if not self.pending or self.writing or self._giving_up() is not None:
             return None
         now = time.monotonic()
-        if now < self.retry_at:
-            return self.retry_at - now
+        retry_at = self.retry_at
+        if self.failing_since is not None and self._input_ended():
+            retry_at = min(retry_at, self._last_try_at())
+        if now < retry_at:
+            return retry_at - now
         if self.mode == 'batch' and not self.stop_requested and not self.input_finished():
             due = self.oldest + self.flush_interval
             if self.pending_items < self.batch_size and now < due:
@@ -190,10 +220,11 @@ class Bocca(Node):
             self.loop.wake()
 
     def _write_pending(self):
-        """Write pending items, at most batch-size a write in batch mode; acknowledge each
-        wire batch once all its items are written."""
+        """Write pending items, at most batch-size a write; acknowledge each wire batch
+        once all its items are written."""
         while self.pending:
-            limit = 1 if self.narrow else (self.batch_size if self.mode == 'batch' else None)
+            # at most a batch a write in stream mode too: a slow sink acknowledges as it goes
+            limit = 1 if self.narrow else self.batch_size
             parts, count = self._take(limit, skip=0)
             if not self._write(parts):
                 if self.partly_written:         # its first items are in: move past them
@@ -206,6 +237,7 @@ class Bocca(Node):
                 self._write_failed(count)
                 return
             self._written(parts, count)
+            self._sink_back()
             self.head_attempts = 0
             self.narrow = max(0, self.narrow - 1)
         with self.lock:
@@ -242,11 +274,18 @@ class Bocca(Node):
             self.last_at = time.monotonic()
 
     def _write_failed(self, count):
-        """Find the item a failing write stumbles on: one item a write, and an item that
-        fails ITEM_ATTEMPTS times while the one after it can be written fails alone."""
+        """Retry after a failed write. BackendDown blames the store: the same items wait for
+        it. Otherwise find the item the write stumbles on: one item a write, and an item
+        that fails ITEM_ATTEMPTS times while the one after it can be written fails alone."""
+        self._note_failure()
+        if self.down:
+            self.narrow = 0
+            self._say_retrying()
+            return
         if count > 1:
-            log.warning("%s: %s; writing its %d items one at a time to find the one that "
-                        "fails", self.name, self.last_error, count)
+            report = log.warning if self.failed_writes == 1 else log.debug
+            report("%s: %s; writing its %d items one at a time to find the one that fails",
+                   self.name, self.last_error, count)
             self.narrow = count
             self.retry_at = 0.0
             return
@@ -256,17 +295,44 @@ class Bocca(Node):
             return
         probe, _ = self._take(1, skip=1)
         if not self._write(probe):
-            self.head_attempts = 0       # the items after it fail too: the sink is down
+            # the items after it fail too: the sink is down; when it is back, whole writes
+            self.head_attempts = self.narrow = 0
+            self._note_failure()
             self._say_retrying()
             return
         self._fail_head(f"the sink failed to write it {ITEM_ATTEMPTS} times: "
                         f"{self.last_error}", ITEM_ATTEMPTS)
         self._written(probe, 1)
+        self._sink_back()
         self.head_attempts = 0
         self.retry_at = 0.0
 
+    def _note_failure(self):
+        if self.failing_since is None:
+            self.failing_since = self.write_began
+        self.failed_writes += 1
+        self.failed_at = time.monotonic()
+
     def _say_retrying(self):
-        log.warning("%s: %s; retrying in %.0f s", self.name, self.last_error, self.retry_wait)
+        """A warning at the first failure of an outage, then one every REPORT_EVERY s."""
+        now = time.monotonic()
+        if self.reported_at is not None and now - self.reported_at < REPORT_EVERY:
+            log.debug("%s: %s; retrying in %.0f s", self.name, self.last_error,
+                      self.retry_wait)
+            return
+        self.reported_at = now
+        log.warning("%s: %s; retrying in %.0f s (failing for %.0f s, %d writes; %d items "
+                    "held, not acknowledged)", self.name, self.last_error, self.retry_wait,
+                    now - self.failing_since, self.failed_writes, self.pending_items)
+
+    def _sink_back(self):
+        """A write succeeded: any outage is over."""
+        if self.failing_since is None:
+            return
+        if self.reported_at is not None:
+            log.info("%s: the sink writes again, after %.1f s and %d failed writes",
+                     self.name, time.monotonic() - self.failing_since, self.failed_writes)
+        self.failing_since, self.failed_writes, self.reported_at = None, 0, None
 
     def _fail_head(self, why, attempts):
         """The first unwritten item fails alone; the writing goes on after it."""
@@ -286,6 +352,7 @@ class Bocca(Node):
                                for seq, item in zip(seqs, items[start:end]))
             else:
                 records.extend(zip(repeat(None), repeat(run), items[start:end]))
+        self.write_began = time.monotonic()
         try:
             if records:
                 self.sink.write(records)
@@ -295,6 +362,7 @@ class Bocca(Node):
             self.partly_written = exc.written
             self.last_error = str(exc)
             self.bad_item = exc.bad_item
+            self.down = isinstance(exc, BackendDown)
             if exc.bad_item:
                 return False
             self.retry_wait = min(defaults.SINK_RETRY_MAX, max(1.0, self.retry_wait * 2))
@@ -313,15 +381,41 @@ class Bocca(Node):
             if not self.drain_expired():
                 return False
         if self.pending:
-            failing = self.retry_wait > 0      # stopping: no use waiting on a failing sink
-            if not (self.drain_expired() or (self.stop_requested and failing)):
+            why = self._giving_up()
+            if why is None:
                 return False
-            self.abandoned = self.pending_items
-            log.warning("%s: stopping with %d items not written; they were not "
-                        "acknowledged", self.name, self.abandoned)
+            log.warning("%s: giving up on %d items, not written and not acknowledged: %s",
+                        self.name, self.pending_items, why)
             return True
         # everything that came in is written: a drain that outlasts the input is done
         return self.input_finished() or self.drain_expired()
+
+    def _giving_up(self):
+        """Why the items still held are given up now; None while they may yet be written."""
+        if self.drain_expired():
+            return f"the stop waited {self.drain_timeout:g} s for them"
+        if self.failing_since is None:
+            return None
+        if self.stop_requested:
+            return f"stopping while the sink fails ({self.last_error})"
+        if self._input_ended() and self.failed_at >= self._last_try_at():
+            return (f"the input has ended and the sink has failed for longer than "
+                    f"--drain-timeout ({self.drain_timeout:g} s): {self.last_error}")
+        return None
+
+    def _input_ended(self):
+        if self.ended_at is None and self.input_finished():
+            self.ended_at = time.monotonic()
+        return self.ended_at is not None
+
+    def _last_try_at(self):
+        """When a failing sink is tried for the last time, once the input has ended."""
+        return max(self.ended_at, self.failing_since) + self.drain_timeout
+
+    def drain_expired(self):
+        """True once a stop has waited the drain timeout for the items in flight."""
+        return (self.stop_requested
+                and time.monotonic() - self.stop_requested_at > self.drain_timeout)
 
     def serve(self):
         self.sink.open()
@@ -336,12 +430,18 @@ class Bocca(Node):
                 self.sink.close()
             self._report_failures()
             self.failures.close()
+        truncated = self.input_truncated()
+        # what is still held was never acknowledged: over ZeroMQ, it goes to another sink
+        unwritten = self.pending_items
         span = self.last_at - self.first_at if self.last_at and self.first_at else 0.0
         rate = self.stored / span if span > 0 else 0.0
-        log.info("%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed",
-                 self.name, self.stored, span, rate, self.failures.count)
-        truncated = self.input_truncated()
-        failed = self.failures.count or self.abandoned or truncated
+        text = "%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed"
+        values = [self.name, self.stored, span, rate, self.failures.count]
+        if unwritten:
+            log.warning(text + ", %d items not written (not acknowledged)", *values, unwritten)
+        else:
+            log.info(text, *values)
+        failed = self.failures.count or unwritten or truncated
         return exitcodes.FAILED if failed else exitcodes.OK
 
 
@@ -353,6 +453,7 @@ def _serve(args):
         raise UsageError(f"--mode {mode!r}: expected stream or batch")
     batch_size = int_option(args, '--batch-size', 1)
     flush_interval = float_option(args, '--flush-interval', 0.0)
+    drain_timeout = float_option(args, '--drain-timeout', 0.0)
     producers = int_option(args, '--producers', 0)
     sink_args = parse_json(args['--args'], '--args', list)
     sink_kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
@@ -364,8 +465,9 @@ def _serve(args):
     sink = open_sink(spec, sink_args, sink_kwargs, mode=mode, stdout=stdout)
     name = args['--name'] or spec
     bocca = Bocca(name, sink, mode, batch_size, flush_interval,
-                  Failures(name, args['--errors']))
+                  Failures(name, args['--errors']), drain_timeout)
     try:
+        bocca.security = Security.from_args(args)
         bocca.attach_control(args['--control-fd'])
         window = max(defaults.CREDIT_MAX, 2 * batch_size)
         bocca.open_inputs(inputs, window, producers, args['--follow'])

@@ -31,6 +31,11 @@ Options:
                          status and the worker's requests.
   --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
                          [default: 67108864].
+  --curve-key=FILE       This process's CURVE secret key file (see rz keygen): every
+                         socket is encrypted and authenticated (or REZINA_CURVE_KEY).
+  --curve-allow=DIR      The public key files (*.key) of the peers let in, besides our
+                         own (or REZINA_CURVE_ALLOW).
+  --insecure             Bind an address outside loopback without CURVE keys.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -48,6 +53,7 @@ from itertools import repeat
 from rezina import defaults, exitcodes
 from rezina.cli import run_command, set_max_item_bytes
 from rezina.errors import UsageError
+from rezina.security import Security
 from rezina.nodes.node import Node, one_shot_label, output_endpoint
 from rezina.nodes.failures import Failures
 from rezina.nodes.overlap import POLICIES, Overlap
@@ -363,6 +369,7 @@ def build(args):
     name = args['--name'] or default_name(spec, func_args, kwargs)
     hydrant = Hydrant(name, func, func_args, kwargs, schedule, args['--run-id'],
                       args['--overlap'], Failures(name, args['--errors']))
+    hydrant.security = Security.from_args(args)
     hydrant.attach_control(args['--control-fd'])
     hydrant.open_output(out)
     return hydrant

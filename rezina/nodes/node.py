@@ -26,6 +26,7 @@ from rezina.pipe.outbox import Outbox
 from rezina.pipe.port import Port
 from rezina.pipe.stream import PipeReader, PipeWriter
 from rezina.pipe.textio import TextReader, TextWriter, read_format, write_format
+from rezina.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Node:
         self.failures.wake = self.loop.wake
         self.network = Network(name)
         self.context = None
+        self.security = Security()   # the command's --curve-key, --curve-allow, --insecure
+        self._refused_by = set()     # addresses whose CURVE handshake failed, logged
         self.output = None
         self.input = None
         self.backlog = deque()     # batches read from stdin, not yet taken
@@ -116,11 +119,19 @@ class Node:
         return self.context
 
     def _add_port(self, endpoint, edge):
-        port = Port(self._context(), endpoint, self.name)
+        port = Port(self._context(), endpoint, self.name, self.security)
         self.network.add_port(port, edge)
         self.loop.watch(port.socket, lambda sock, events: self.network.receive(port))
+        if port.monitor is not None:
+            self.loop.watch(port.monitor, lambda sock, events: self._handshake(port))
         if port.bound and self.control is not None:
-            self.control.send({'op': 'bound', 'endpoint': port.address})
+            self.control.send({'op': 'bound', 'endpoint': port.advertised})
+
+    def _handshake(self, port):
+        reason = port.refused()
+        if reason and port.address not in self._refused_by:
+            self._refused_by.add(port.address)      # once: libzmq may retry
+            log.error("%s: %s: %s", self.name, port.address, reason)
 
     # the channel to rz-worker
 
@@ -333,11 +344,15 @@ class Node:
         if self.control is not None:
             self.control.send(self.status())
             self.control.close()
+        ended = None
         if isinstance(self.input, Inbox):
             self.input.leave()
+            if self.input.ended():
+                ended = self.input
         if isinstance(self.output, PipeWriter):
             self.output.close()
-        self.network.close()
+        self.network.close(ended=ended)
+        self.security.close()
         if self.context is not None:
             self.context.term()
         self.loop.close()

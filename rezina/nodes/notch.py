@@ -27,6 +27,9 @@ Options:
                          with exponential backoff and jitter [default: 0].
   --max-deliveries=N     Quarantine an item once a worker died running it N times
                          [default: 3].
+  --timeout=SECONDS      Fail an item whose call of FUNC runs longer than SECONDS: the
+                         coroutine is cancelled, or the worker process of the thread
+                         killed and replaced (by default a call may run for ever).
   --errors=SINK          Where failed items go, as records (any SINK of rz-bocca but
                          stdout); by default a line each on stderr.
   --in-format=FORMAT     On stdin: msgpack (from rz commands), json (JSON lines) or lines
@@ -40,6 +43,11 @@ Options:
                          status and the worker's requests.
   --max-item-bytes=N     The largest item, encoded, that goes out: a larger one fails
                          [default: 67108864].
+  --curve-key=FILE       This process's CURVE secret key file (see rz keygen): every
+                         socket is encrypted and authenticated (or REZINA_CURVE_KEY).
+  --curve-allow=DIR      The public key files (*.key) of the peers let in, besides our
+                         own (or REZINA_CURVE_ALLOW).
+  --insecure             Bind an address outside loopback without CURVE keys.
   --log-level=LEVEL      debug, info, warning or error [default: info].
   -h, --help             Show this help.
   --version              Show the version.
@@ -52,7 +60,7 @@ import time
 from collections import deque
 
 from rezina import defaults, exitcodes
-from rezina.cli import int_option, run_command, set_max_item_bytes
+from rezina.cli import float_option, int_option, run_command, set_max_item_bytes
 from rezina.errors import UnknownFunction, UsageError
 from rezina.nodes.failures import Failures
 from rezina.nodes.node import Node, input_endpoints, output_endpoint
@@ -60,9 +68,11 @@ from rezina.nodes.pool import Pool
 from rezina.pipe import protocol
 from rezina.pipe.inbox import Inbox
 from rezina.target import add_search_path, import_target, split_spec
+from rezina.security import Security
 
 log = logging.getLogger(__name__)
 PROG = 'rz-notch'
+MIN_TIMEOUT = 0.01      # seconds: the parent looks at the running calls this often at most
 
 
 class Notch(Node):
@@ -71,10 +81,10 @@ class Notch(Node):
     paced_input = True
 
     def __init__(self, name, spec, processes, lanes, max_deliveries, mode='threads',
-                 retries=0, keep_order=False, failures=None):
+                 retries=0, keep_order=False, failures=None, timeout=None):
         super().__init__(name, failures)
         self.pool = Pool(spec, processes, lanes, max_deliveries, name, self.on_result,
-                         self.on_quarantine, self.loop, mode, retries)
+                         self.on_failed, self.loop, mode, retries, timeout)
         self.processes = processes
         self.lanes = lanes
         self.keep_order = keep_order
@@ -83,6 +93,7 @@ class Notch(Node):
         self.next_order = 0
         self.unreported = deque()      # (ticket, batch) of failures not yet stored
         self.open_batches = 0
+        self.arrivals = {}         # id of each open input batch -> when it came (monotonic)
         self.items_in = 0
         self.items_out = 0
         self.finished = False
@@ -102,13 +113,21 @@ class Notch(Node):
 
     def counters(self):
         return {'items_in': self.items_in, 'items_out': self.items_out,
-                'in_flight': self.load()}
+                'in_flight': self.load(), 'oldest_age': self.oldest_age()}
+
+    def oldest_age(self):
+        """Seconds since the oldest item not yet done came in, or None if none is held."""
+        if not self.arrivals:
+            return None
+        return round(time.monotonic() - next(iter(self.arrivals.values())), 1)
 
     def on_batch(self, batch):
+        now = time.monotonic()
         if self.first_at is None:
-            self.first_at = time.monotonic()
+            self.first_at = now
         self.items_in += batch.count
         self.open_batches += 1
+        self.arrivals[id(batch)] = now
         if batch.count:
             self.pool.add(batch)
         else:
@@ -120,7 +139,7 @@ class Notch(Node):
         if isinstance(self.input, Inbox):       # a pipe's window is the load check
             self.input.window = self.window()
         self.pool.assign()
-        return None
+        return self.pool.check_timeouts()
 
     def on_result(self, unit, ids, count, payload, failures, seconds):
         batch = unit.batch
@@ -146,9 +165,10 @@ class Notch(Node):
         if not batch.parts:
             self._settle(batch)
 
-    def on_quarantine(self, unit, seq, item, why, deaths):
-        self._report(unit.batch, f"{unit.batch.run}:{seq}", item, 'Quarantined', why,
-                     None, deaths)
+    def on_failed(self, unit, seq, item, kind, message, attempts):
+        """An item the pool gave up on: quarantined, or timed out."""
+        self._report(unit.batch, f"{unit.batch.run}:{seq}", item, kind, message, None,
+                     attempts)
 
     def _report(self, batch, item_id, item, kind, message, trace, attempts):
         """Report a failed item; its batch is acknowledged only once the report is stored
@@ -176,6 +196,7 @@ class Notch(Node):
         """Every output of batch is acknowledged downstream: acknowledge it upstream."""
         self.input.ack(batch)
         self.open_batches -= 1
+        self.arrivals.pop(id(batch), None)
 
     def done(self):
         if self.finished:
@@ -233,11 +254,15 @@ def _serve(args):
     processes = int_option(args, '--processes', 1)
     max_deliveries = int_option(args, '--max-deliveries', 1)
     retries = int_option(args, '--retries', 0)
+    timeout = None
+    if args['--timeout'] is not None:
+        timeout = float_option(args, '--timeout', MIN_TIMEOUT)
     producers = int_option(args, '--producers', 0)
     name = args['--name'] or split_spec(spec)[1][-1]
     notch = Notch(name, spec, processes, lanes, max_deliveries, mode, retries,
-                  args['--keep-order'], Failures(name, args['--errors']))
+                  args['--keep-order'], Failures(name, args['--errors']), timeout)
     try:
+        notch.security = Security.from_args(args)
         notch.attach_control(args['--control-fd'])
         notch.open_output(out)
         notch.open_inputs(inputs, notch.window(), producers, args['--follow'])

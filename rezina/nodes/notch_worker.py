@@ -19,8 +19,13 @@ decode), attempts the calls made on it (0 when it did not decode, 1 for a result
 cannot be encoded). With retries=N an item that raises is called up to N more times, after
 a backoff. While an item runs, its lane's two slots in memory shared with the parent hold
 (unit_no + 1, index), so that if the child dies the parent knows which items were running,
-as opposed to only queued. The child exits once the parent's end of file has come and the
-units it had are done.
+as opposed to only queued. A lane's `retried` counter, also shared, goes up as a backoff
+before a call made again starts (odd) and as the call starts (even), so that the parent,
+which times the calls (--timeout) by watching these, sees each call start and does not
+time the waits. In mode 'async' a call that runs past `timeout` is cancelled here
+and fails as a TimeoutError; other calls are timed out by the parent, which kills the
+child. The child exits once the parent's end of file has come and the units it had are
+done.
 """
 
 import ctypes
@@ -65,7 +70,7 @@ def retry_delay(attempts):
     return random.uniform(0, ceiling)        # full jitter: retries of many items spread out
 
 
-def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0):
+def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retried=None):
     """Call func on every item of a unit; return the 'D' record."""
     started = time.perf_counter()
     seqs, items, failures = _decode(ids, count, payload)
@@ -84,7 +89,7 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0):
         try:
             result = func(item)
         except Exception as exc:
-            result = _call_again(func, item, retries, exc, seqs[index], failures)
+            result = _call_again(func, item, retries, exc, seqs[index], failures, retried)
             if result is _FAILED:
                 if out_seqs is None:
                     out_seqs, spans = list(seqs[:index]), []
@@ -103,8 +108,10 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0):
     return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started)
 
 
-async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retries=0):
-    """Await func on every item of a unit, one after another; return the 'D' record."""
+async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retries=0,
+                             timeout=None, retried=None):
+    """Await func on every item of a unit, one after another; return the 'D' record. A
+    call (or an async generator's whole fan-out) longer than timeout s is cancelled."""
     started = time.perf_counter()
     seqs, items, failures = _decode(ids, count, payload)
     outputs, out_seqs, spans = [], [], []
@@ -113,12 +120,13 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
         slot[1] = index
         if item is _HOLE:
             continue
-        result = await _await_call(func, item, retries, seqs[index], failures)
+        result = await _await_call(func, item, retries, seqs[index], failures, timeout,
+                                   retried)
         if result is None or result is _FAILED:
             continue
         if type(result) is _ASYNC_GENERATOR:
             await _fan_out_async(result, seqs[index], index, item, outputs, out_seqs,
-                                 spans, failures)
+                                 spans, failures, timeout)
         elif type(result) is _GENERATOR:
             _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans, failures)
         else:
@@ -148,12 +156,19 @@ def _failure(seq, exc, item, attempts, note=''):
     return [seq, type(exc).__name__, f"{exc}{note}", trace, item, attempts]
 
 
-def _call_again(func, item, retries, exc, seq, failures):
+def timed_out(timeout, note=''):
+    """The failure message of a call that ran past --timeout."""
+    return f"timed out after {timeout:g} s{note}"
+
+
+def _call_again(func, item, retries, exc, seq, failures, retried=None):
     """After a first call raised exc: func(item) once it succeeds within the retries, or
     _FAILED with a failure entry added."""
     attempts = 1
     while attempts <= retries:
+        _count(retried)         # odd: a wait, not a call
         time.sleep(retry_delay(attempts))
+        _count(retried)
         attempts += 1
         try:
             return func(item)
@@ -165,22 +180,43 @@ def _call_again(func, item, retries, exc, seq, failures):
     return _FAILED
 
 
-async def _await_call(func, item, retries, seq, failures):
-    """The awaited result of func(item), retried as _call_again does, or _FAILED."""
+async def _await_call(func, item, retries, seq, failures, timeout=None, retried=None):
+    """The awaited result of func(item), retried as _call_again does, or _FAILED; a call
+    cancelled at timeout s fails as one that raised TimeoutError does."""
     import asyncio
     attempts = 1
     while True:
+        limit = None if timeout is None else asyncio.timeout(timeout)
         try:
-            result = func(item)
+            if limit is not None:
+                async with limit:
+                    return await _call(func, item)
+            result = func(item)         # _call, inline: every untimed item comes here
             if inspect.isawaitable(result):
                 result = await result
             return result
         except Exception as exc:
+            if limit is not None and limit.expired():
+                exc = TimeoutError(timed_out(timeout))
             if attempts > retries:
                 failures.append(_failure(seq, exc, item, attempts))
                 return _FAILED
+        _count(retried)
         await asyncio.sleep(retry_delay(attempts))
+        _count(retried)
         attempts += 1
+
+
+def _count(retried):
+    if retried is not None:
+        retried[0] += 1
+
+
+async def _call(func, item):
+    result = func(item)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 # A generator that raises part way is not called again: the results it gave before are
@@ -198,14 +234,20 @@ def _fan_out(generator, seq, index, item, outputs, out_seqs, spans, failures):
     spans.append((first, first + k, index))
 
 
-async def _fan_out_async(generator, seq, index, item, outputs, out_seqs, spans, failures):
+async def _fan_out_async(generator, seq, index, item, outputs, out_seqs, spans, failures,
+                         timeout=None):
+    import asyncio
     first, k = len(outputs), 0
+    limit = asyncio.timeout(timeout)        # None: no limit
     try:
-        async for value in generator:
-            outputs.append(value)
-            out_seqs.append(f"{seq}.{k}")
-            k += 1
+        async with limit:
+            async for value in generator:
+                outputs.append(value)
+                out_seqs.append(f"{seq}.{k}")
+                k += 1
     except Exception as exc:
+        if limit.expired():
+            exc = TimeoutError(timed_out(timeout))
         failures.append(_failure(seq, exc, item, 1, f" (after {k} results)"))
     spans.append((first, first + k, index))
 
@@ -249,14 +291,22 @@ def pack_record(record):
 class Worker:
     """The loop of one child: read units, run them in its lanes, send results."""
 
-    def __init__(self, sock, spec, lanes, slots, mode='threads', retries=0):
+    def __init__(self, sock, spec, lanes, slots, mode='threads', retries=0, timeout=None,
+                 retried=None):
         self.sock = sock
         self.spec = spec
         self.lanes = lanes
         self.slots = slots
         self.mode = mode
         self.retries = retries
+        self.timeout = timeout
+        self.retried = retried
         self.send_lock = threading.Lock()
+
+    def lane_retried(self, t):
+        """Lane t's counter of calls made again, or None when the parent does not time
+        calls."""
+        return None if self.retried is None else self.retried[t:t + 1]
 
     def send(self, record):
         data = pack_record(record)
@@ -287,10 +337,10 @@ class Worker:
             import asyncio      # here only: it costs a plain function's workers 17 ms
             asyncio.run(self._serve_async(func))
         elif self.lanes == 1:
-            slot = self.slots[0:2]
+            slot, retried = self.slots[0:2], self.lane_retried(0)
             for _, unit_no, run, ids, count, payload in self.units():
                 self.send(process_unit(func, unit_no, run, ids, count, payload, slot,
-                                       self.retries))
+                                       self.retries, retried))
         else:
             self._serve_threads(func)
 
@@ -310,14 +360,14 @@ class Worker:
             thread.join()
 
     def _thread(self, func, work, t):
-        slot = self.slots[2 * t:2 * t + 2]
+        slot, retried = self.slots[2 * t:2 * t + 2], self.lane_retried(t)
         while True:
             record = work.get()
             if record is None:
                 return
             _, unit_no, run, ids, count, payload = record
             self.send(process_unit(func, unit_no, run, ids, count, payload, slot,
-                                   self.retries))
+                                   self.retries, retried))
 
     # mode 'async': one event loop in the main thread reads the socket (loop.sock_recv,
     # which waits with add_reader), runs the lanes and writes (loop.sock_sendall)
@@ -346,17 +396,18 @@ class Worker:
     async def _lane(self, func, work, t, write_lock):
         import asyncio
         loop = asyncio.get_running_loop()
-        slot = self.slots[2 * t:2 * t + 2]
+        slot, retried = self.slots[2 * t:2 * t + 2], self.lane_retried(t)
         while (record := await work.get()) is not None:
             _, unit_no, run, ids, count, payload = record
             done = await process_unit_async(func, unit_no, run, ids, count, payload, slot,
-                                            self.retries)
+                                            self.retries, self.timeout, retried)
             data = pack_record(done)
             async with write_lock:
                 await loop.sock_sendall(self.sock, data)
 
 
-def child_main(sock, spec, lanes, slots, close_fds, mode='threads', retries=0):
+def child_main(sock, spec, lanes, slots, close_fds, mode='threads', retries=0, timeout=None,
+               retried=None):
     """Entry point of a freshly forked child; never returns."""
     status = 0
     try:
@@ -377,7 +428,7 @@ def child_main(sock, spec, lanes, slots, close_fds, mode='threads', retries=0):
         os.dup2(2, 1)                  # a print() in user code goes to stderr
         os.close(devnull)
         sock.setblocking(True)
-        Worker(sock, spec, lanes, slots, mode, retries).serve()
+        Worker(sock, spec, lanes, slots, mode, retries, timeout, retried).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass
     except BaseException:

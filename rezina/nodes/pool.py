@@ -1,5 +1,6 @@
 """The worker children of one rz-notch: fork them, feed them units, read their results,
-and restart a child that dies, redelivering its units.
+restart a child that dies, redelivering its units, and kill one whose call has run past
+--timeout.
 
 Runs in the rz-notch parent process.
 """
@@ -23,13 +24,17 @@ log = logging.getLogger(__name__)
 
 FAILING_START = 3       # children that die before they are ready, in a row, fail the node
 KILLING_ITEMS = 5       # items quarantined in a row, none finished between: fail the node
+CHECKS_PER_TIMEOUT = 10     # looks at the running calls in each --timeout ...
+CHECK_EVERY = (0.01, 0.1)   # ... but no more often, nor less often, than these (seconds)
+ASYNC_GRACE = 1.0       # an async call not cancelled after timeout + max(this, timeout)
+                        # blocks its event loop: its worker is killed
 
 
 class Unit:
     """Items of one input batch given to one child at a time."""
 
-    __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'child', 'bounds',
-                 'base', 'order')
+    __slots__ = ('no', 'batch', 'ids', 'count', 'payload', 'deaths', 'timeouts', 'child',
+                 'bounds', 'base', 'order')
 
     def __init__(self, no, batch, ids, count, payload):
         self.no = no
@@ -38,6 +43,7 @@ class Unit:
         self.count = count
         self.payload = payload
         self.deaths = {}          # item index -> deaths of a child while running it
+        self.timeouts = {}        # item index -> children killed as its call ran too long
         self.child = None
         self.bounds = None        # item offsets in payload, once a unit has been cut
         self.base = 0             # index in bounds of this unit's first item
@@ -57,9 +63,8 @@ class Unit:
         self.count -= count
         self.batch.parts += 1
         head = Unit(no, self.batch, head_ids, count, payload)
-        if self.deaths:
-            head.deaths = {i: n for i, n in self.deaths.items() if i < count}
-            self.deaths = {i - count: n for i, n in self.deaths.items() if i >= count}
+        head.deaths, self.deaths = split_marks(self.deaths, count)
+        head.timeouts, self.timeouts = split_marks(self.timeouts, count)
         return head
 
     def settle(self):
@@ -77,6 +82,40 @@ class Unit:
     def seq(self, index):
         return self.ids + index if isinstance(self.ids, int) else self.ids[index]
 
+    def drop(self, index):
+        """Take item index out of this unit; returns (seq, item), item None if it does
+        not decode."""
+        seq = self.seq(index)
+        self.settle()
+        try:
+            item = codec.decode_items(self.payload)[0][index]
+        except (ValueError, IndexError):
+            item = None
+        self.payload = slicing.without_items(self.payload, [index])
+        if isinstance(self.ids, int):
+            seqs = list(range(self.ids, self.ids + self.count))
+        else:
+            seqs = list(self.ids)
+        del seqs[index]
+        self.ids = protocol.compact_ids(seqs) if seqs else []
+        self.count -= 1
+        self.deaths = without_mark(self.deaths, index)
+        self.timeouts = without_mark(self.timeouts, index)
+        return seq, item
+
+
+def split_marks(marks, count):
+    """(marks of the first count items, marks of the rest renumbered from 0)."""
+    if not marks:
+        return {}, marks
+    return ({i: n for i, n in marks.items() if i < count},
+            {i - count: n for i, n in marks.items() if i >= count})
+
+
+def without_mark(marks, index):
+    """marks once item index is taken out: the later items' indexes move down by one."""
+    return {(i if i < index else i - 1): n for i, n in marks.items() if i != index}
+
 
 class Child:
     """One forked worker process and the parent's end of its socketpair."""
@@ -93,8 +132,11 @@ class Child:
         self.items = 0
         self.out = bytearray()
         self.unpacker = None
-        self.shared = mmap.mmap(-1, 16 * lanes)      # MAP_SHARED | MAP_ANONYMOUS
-        self.slots = memoryview(self.shared).cast('q')
+        self.shared = mmap.mmap(-1, 24 * lanes)      # MAP_SHARED | MAP_ANONYMOUS
+        self.slots = memoryview(self.shared)[:16 * lanes].cast('q')
+        self.retried = memoryview(self.shared)[16 * lanes:].cast('q')
+        self.calls = [None] * lanes     # per lane: (what it runs, seen since) or None
+        self.expired = {}         # killed for --timeout: unit no -> indexes of the calls
 
 
 class Pool:
@@ -102,15 +144,16 @@ class Pool:
     one queue of units."""
 
     def __init__(self, spec, processes, lanes, max_deliveries, name, on_result,
-                 on_quarantine, loop, mode='threads', retries=0):
+                 on_failed, loop, mode='threads', retries=0, timeout=None):
         self.spec = spec
         self.lanes = lanes
         self.mode = mode
         self.retries = retries
         self.max_deliveries = max_deliveries
+        self.timeout = timeout              # seconds a call may run, or None
         self.name = name
         self.on_result = on_result          # (unit, ids, count, payload, failures, seconds)
-        self.on_quarantine = on_quarantine  # (unit, seq, item, why, deaths)
+        self.on_failed = on_failed          # (unit, seq, item, kind, message, attempts)
         self.loop = loop
         self.children = [Child(i, lanes) for i in range(processes)]
         self.queue = deque()
@@ -124,6 +167,13 @@ class Pool:
         self.failing_starts = 0
         self.deaths_in_row = 0      # deaths of children since a unit last finished
         self.private_fds = []       # the parent's fds a child must not hold open
+        if timeout is not None:
+            # a coroutine is cancelled in its worker at the timeout; the parent steps in
+            # only when its event loop is blocked
+            grace = max(ASYNC_GRACE, timeout) if mode == 'async' else 0.0
+            self.kill_after = timeout + grace
+            self.check_every = min(max(timeout / CHECKS_PER_TIMEOUT, CHECK_EVERY[0]),
+                                   CHECK_EVERY[1])
 
     # children
 
@@ -135,13 +185,16 @@ class Pool:
         parent_end, child_end = notch_worker.make_socketpair()
         others = [c.fd for c in self.children if c.fd is not None and c is not child]
         close_fds = [parent_end.fileno(), *others, *self.private_fds]
-        child.slots[:] = memoryview(bytes(16 * child.lanes)).cast('q')
+        child.shared[:] = bytes(len(child.shared))
+        child.calls = [None] * child.lanes
+        child.expired = {}
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             pid = os.fork()
         if pid == 0:
             notch_worker.child_main(child_end, self.spec, child.lanes, child.slots,
-                                    close_fds, self.mode, self.retries)
+                                    close_fds, self.mode, self.retries, self.timeout,
+                                    child.retried)
         child_end.close()
         parent_end.setblocking(False)
         child.pid, child.sock, child.fd = pid, parent_end, parent_end.fileno()
@@ -176,10 +229,11 @@ class Pool:
             if unit.deaths:
                 # a suspect (running when a child died) runs alone on an idle child, so a
                 # death then blames only the item that caused it, not its neighbours
-                room = [c for c in self.children if c.ready and not c.units]
-            else:
                 room = [c for c in self.children
-                        if c.ready and not c.alone and len(c.units) < self.capacity(c)]
+                        if c.ready and not c.units and not c.expired]
+            else:
+                room = [c for c in self.children if c.ready and not c.alone
+                        and not c.expired and len(c.units) < self.capacity(c)]
             if not room:
                 return
             child = min(room, key=lambda c: len(c.units))
@@ -262,6 +316,54 @@ class Pool:
             0.8 * self.per_item + 0.2 * per_item)
         self.unit_size = max(1, min(1000, int(0.02 / max(self.per_item, 1e-7))))
 
+    # timeouts
+
+    def check_timeouts(self):
+        """Kill each worker running a call that has gone on past --timeout (its end of
+        file then restarts it); seconds until the next look, or None when there is
+        nothing to time."""
+        if self.timeout is None or not self.assigned_items:
+            return None
+        now = time.monotonic()
+        for child in self.children:
+            if child.ready and child.units and not child.expired:
+                self._time_calls(child, now)
+        return self.check_every
+
+    def _time_calls(self, child, now):
+        """Note when each lane's call was first seen; kill the child if one is too old.
+        A call is seen when it has started, so it is never timed out early, and at most
+        one look late."""
+        slots, retried, calls = child.slots, child.retried, child.calls
+        expired = {}
+        for t in range(child.lanes):
+            running = (slots[2 * t], slots[2 * t + 1], retried[t])
+            seen = calls[t]
+            if not running[0] or running[2] & 1:       # no call, or a retry's backoff
+                calls[t] = None
+            elif seen is None or seen[0] != running:
+                calls[t] = (running, now)
+            elif now - seen[1] >= self.kill_after:
+                expired.setdefault(running[0] - 1, set()).add(running[1])
+        if expired:
+            child.expired = expired         # it gets no more units
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _time_out(self, unit, index):
+        """Item index of unit ran past --timeout; it fails once it has had the calls a
+        raising item has (1 + retries), or killed its worker max_deliveries times.
+        Returns True if it failed."""
+        times = unit.timeouts[index] = unit.timeouts.get(index, 0) + 1
+        if times <= self.retries and times < self.max_deliveries:
+            return False        # called again, as an item that raised is
+        seq, item = unit.drop(index)
+        self.on_failed(unit, seq, item, 'TimeoutError', notch_worker.timed_out(self.timeout),
+                       times)
+        return True
+
     # death
 
     def _died(self, child):
@@ -271,6 +373,43 @@ class Pool:
         pid, child.pid = child.pid, None    # reaped below: stop() must not wait for it
         _, status = os.waitpid(pid, 0)
         how = describe_status(status)
+        expired, child.expired = child.expired, {}
+        if expired:
+            running = {}        # killed for a call too long: the others are not to blame
+        else:
+            self._count_death(child, how)
+            running = self._running(child)
+        units = sorted(child.units.values(), key=lambda u: u.no)
+        items = child.items
+        self.assigned_items -= items
+        child.units.clear()
+        child.items = 0
+        failed = 0
+        for unit in reversed(units):
+            unit.child = None
+            for index in sorted(running.get(unit.no, ()), reverse=True):
+                unit.deaths[index] = unit.deaths.get(index, 0) + 1
+                if unit.deaths[index] >= self.max_deliveries:
+                    self._quarantine(unit, index, how)
+            for index in sorted(expired.get(unit.no, ()), reverse=True):
+                failed += self._time_out(unit, index)
+            if unit.count:
+                self.queue.appendleft(unit)
+                self.queued_items += unit.count
+            else:
+                self.on_result(unit, [], 0, None, [], 0.0)
+        self.redelivered += items - failed
+        if expired:
+            log.warning("%s: worker %d (pid %d) killed: a call ran over --timeout %g s; "
+                        "restarting it, %d items redelivered", self.name, child.index, pid,
+                        self.timeout, items - failed)
+        else:
+            log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
+                        self.name, child.index, pid, how, items)
+        self._fork(child)
+
+    def _count_death(self, child, how):
+        """Give up when children keep dying before they start, or at every item."""
         if not child.ready:
             self.failing_starts += 1
             if self.failing_starts >= FAILING_START:
@@ -283,27 +422,6 @@ class Pool:
             raise RezinaError(f"worker processes died {self.deaths_in_row} times in a row "
                               f"with no item finished between (the last {how}): every "
                               f"item seems to kill them")
-        running = self._running(child)
-        units = sorted(child.units.values(), key=lambda u: u.no)
-        items = child.items
-        self.assigned_items -= items
-        child.units.clear()
-        child.items = 0
-        for unit in reversed(units):
-            unit.child = None
-            for index in sorted(running.get(unit.no, ()), reverse=True):
-                unit.deaths[index] = unit.deaths.get(index, 0) + 1
-                if unit.deaths[index] >= self.max_deliveries:
-                    self._quarantine(unit, index, how)
-            if unit.count:
-                self.queue.appendleft(unit)
-                self.queued_items += unit.count
-            else:
-                self.on_result(unit, [], 0, None, [], 0.0)
-        self.redelivered += items
-        log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
-                    self.name, child.index, pid, how, items)
-        self._fork(child)
 
     def _running(self, child):
         """unit no -> indexes of the items the dead child's threads were running."""
@@ -316,25 +434,10 @@ class Pool:
         return running
 
     def _quarantine(self, unit, index, how):
-        seq = unit.seq(index)
         deaths = unit.deaths[index]
-        unit.settle()
-        try:
-            item = codec.decode_items(unit.payload)[0][index]
-        except (ValueError, IndexError):
-            item = None
-        self.on_quarantine(unit, seq, item, f"its worker died running it {deaths} "
-                           f"time{'s' if deaths > 1 else ''} (the last {how})", deaths)
-        unit.payload = slicing.without_items(unit.payload, [index])
-        if isinstance(unit.ids, int):
-            seqs = list(range(unit.ids, unit.ids + unit.count))
-        else:
-            seqs = list(unit.ids)
-        del seqs[index]
-        unit.ids = protocol.compact_ids(seqs) if seqs else []
-        unit.count -= 1
-        unit.deaths = {(i if i < index else i - 1): n
-                       for i, n in unit.deaths.items() if i != index}
+        seq, item = unit.drop(index)
+        self.on_failed(unit, seq, item, 'Quarantined', f"its worker died running it {deaths} "
+                       f"time{'s' if deaths > 1 else ''} (the last {how})", deaths)
 
     def stop(self):
         """End every child: close its socket (it exits at end of file), then reap it."""

@@ -2,12 +2,15 @@
 
 A bare --out address binds and a bare --in address connects; '@addr' forces a bind and
 '>addr' a connect. A bound tcp port may be '*' (any free port; the node logs the one it got).
+A connected address may end in '#KEY': the CURVE public key of the server there (40 Z85
+characters, or a public key file).
 """
 
 import re
 from dataclasses import dataclass
 
 from rezina.errors import BadEndpoint
+from rezina.security import public_key
 
 _TCP = re.compile(r'^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(\*|\d{1,5})')
 
@@ -20,6 +23,7 @@ class Endpoint:
     bind: bool = False
     fmt: str = 'msgpack'      # on stdin/stdout: msgpack (rz records), json or lines
     ids: bool = False         # json output: each item wrapped as {"id": ..., "item": ...}
+    server_key: bytes | None = None   # the CURVE public key of the server connected to
 
     @property
     def is_stdio(self):
@@ -36,10 +40,16 @@ def parse_endpoint(text, option, bind_by_default):
     if text == '-':
         return Endpoint('-')
     bind = bind_by_default
-    address = text
-    if text[:1] in ('@', '>'):
-        bind = text[0] == '@'
-        address = text[1:]
+    address, mark, key_text = text.partition('#')
+    if address[:1] in ('@', '>'):
+        bind = address[0] == '@'
+        address = address[1:]
+    server_key = None
+    if mark:
+        if bind:
+            raise BadEndpoint(f"{option} {text!r}: a server key ('#KEY') is for an address "
+                              f"connected to, not one bound")
+        server_key = public_key(key_text, f"{option} {text!r}")
     if address.startswith('tcp://'):
         match = _TCP.fullmatch(address)
         if not match:
@@ -61,4 +71,4 @@ def parse_endpoint(text, option, bind_by_default):
         raise BadEndpoint(
             f"{option} {text!r}: expected '-', tcp://HOST:PORT or ipc://PATH "
             f"(prefix '@' to bind, '>' to connect)")
-    return Endpoint(address, bind)
+    return Endpoint(address, bind, server_key=server_key)

@@ -194,6 +194,8 @@ class Network:
     def links_of(self, edge):
         return [link for link in self.links.values() if self.roles[link.port] is edge]
 
-    def close(self, linger=None):
-        for port in self.roles:
-            port.close(linger)
+    def close(self, linger=None, ended=None):
+        """Close every port; those of the edge `ended` (an input every producer has ended)
+        at once: what is left to send there, a BYE, no one waits for."""
+        for port, edge in self.roles.items():
+            port.close(0 if ended is not None and edge is ended else linger)

@@ -11,19 +11,22 @@ import os
 import zmq
 
 from rezina import defaults
-from rezina.errors import AddressInUse, CannotBind
+from rezina.errors import AddressInUse, CannotBind, RezinaError
 from rezina.pipe import codec
+from rezina.security import Security, handshake_failure, unwatch_handshake, \
+    watch_handshake
 
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 64 << 10          # bytes of headers around a batch's items
+CONNECT_TIMEOUT_MS = 500       # a TCP connect not answered in this is tried again
 RCVHWM = 1000                   # messages a peer may have waiting here before TCP holds it
 
 
 class Port:
     """A bound ROUTER or a connected DEALER for one endpoint."""
 
-    def __init__(self, context, endpoint, name):
+    def __init__(self, context, endpoint, name, security=None):
         self.endpoint = endpoint
         self.bound = endpoint.bind
         self.socket = context.socket(zmq.ROUTER if self.bound else zmq.DEALER)
@@ -42,12 +45,26 @@ class Port:
         # libzmq drops the connection that sends it before it is held in memory
         sock.setsockopt(zmq.MAXMSGSIZE, codec.max_item_bytes + defaults.WIRE_BATCH_BYTES
                         + FRAME_SLACK)
-        # TODO: CURVE keys, and refuse a non-loopback bind without them (issue 5)
+        security = security or Security()
+        self.monitor = None          # a DEALER's handshake failures
+        self.refusal = None          # why its handshake failed, once it has
         if self.bound:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            try:
+                security.bind(sock, endpoint.address, name)
+            except RezinaError:
+                sock.close(linger=0)
+                raise
             self.address = self._bind(endpoint.address, name)
+            self.advertised = security.advertised(self.address)
         else:
-            self.address = endpoint.address
+            self.address = self.advertised = endpoint.address
+            # a connect left in the kernel's SYN backoff would wait out its next retry
+            # (seconds, growing) after a network cut heals; zmq retries every 0.1-1 s
+            sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+            security.connect(sock, endpoint.server_key)
+            if endpoint.address.startswith('tcp://'):
+                self.monitor = watch_handshake(sock)
             sock.connect(endpoint.address)
 
     def _bind(self, address, name):
@@ -67,15 +84,17 @@ class Port:
         return address
 
     def send(self, peer, frames):
-        """Send frames to peer; False if a ROUTER no longer knows the peer."""
+        """Send frames to peer; False if a ROUTER no longer knows the peer, or if a DEALER
+        whose server refused it cannot send (libzmq does not reconnect then, and a send
+        would wait for ever)."""
         try:
             # copying is cheaper than pyzmq's zero-copy tracking for frames this small
             if self.bound:
                 self.socket.send_multipart([peer, *frames])
             else:
-                self.socket.send_multipart(frames)
+                self.socket.send_multipart(frames, zmq.NOBLOCK if self.refusal else 0)
         except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 return False
             raise
         return True
@@ -90,5 +109,14 @@ class Port:
             return frames[0], frames[1:]
         return None, frames
 
+    def refused(self):
+        """A reason if the handshake with this DEALER's server failed, else None."""
+        reason = handshake_failure(self.monitor) if self.monitor is not None else None
+        self.refusal = reason or self.refusal
+        return reason
+
     def close(self, linger=None):
+        if self.monitor is not None:
+            unwatch_handshake(self.socket, self.monitor)
+            self.monitor = None
         self.socket.close(linger=defaults.LINGER_MS if linger is None else linger)
