@@ -239,6 +239,15 @@ def _number(query, key):
         raise HttpError(400, f"{key} must be an integer, not {values[-1]!r}") from None
 
 
+class Raw:
+    """An answer that is not the API's JSON: a page of the console, the metrics."""
+
+    def __init__(self, content_type, body, status=200):
+        self.content_type = content_type
+        self.body = body if isinstance(body, bytes) else body.encode('utf-8')
+        self.status = status
+
+
 class _Master:
     """A Client for one HTTP request (a Client is not safe to share between threads);
     master errors become HTTP errors."""
@@ -304,7 +313,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.exception("HTTP %s %s failed", self.command, self.path)
             self._send(500, {'error': f"internal error: {type(exc).__name__}"})
         else:
-            self._send(200, {'result': result})
+            if isinstance(result, Raw):
+                self._send_raw(result)
+            else:
+                self._send(200, {'result': result})
 
     def _route(self):
         """(path parts under /api/, query) of the request; 404 outside /api/."""
@@ -318,6 +330,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return parts, urllib.parse.parse_qs(url.query, keep_blank_values=True)
 
     def _get(self):
+        path = urllib.parse.urlsplit(self.path).path
+        if path == '/metrics':
+            self._body_length()
+            from rezina.control import metrics
+            with _Master(self.server.api) as master:
+                return metrics.render(master)
+        if not path.startswith('/api/'):
+            self._body_length()
+            from rezina.control import web
+            return web.page(path)
         parts, query = self._route()
         self._body_length()         # a GET's body is not read, but a large one is refused
         return self.server.api.answer_get(parts, query)
@@ -365,6 +387,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return json.loads(raw)
         except ValueError as exc:
             raise HttpError(400, f"a body that is not JSON: {exc}") from None
+
+    def _send_raw(self, raw):
+        self.send_response(raw.status)
+        self.send_header('Content-Type', raw.content_type)
+        self.send_header('Cache-Control', 'no-store')
+        self.send_header('X-Content-Type-Options', 'nosniff')
+        self.send_header('Content-Length', str(len(raw.body)))
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(raw.body)
+        self.close_connection = True
 
     def _send(self, status, payload):
         body = json.dumps(payload, default=_plain).encode('utf-8') + b'\n'
