@@ -133,7 +133,7 @@ def test_another_refusal_of_the_master_is_409_with_its_words(served):
 
 
 @pytest.mark.parametrize('method, path', [
-    ('GET', '/'),
+    ('GET', '/nothing'),
     ('GET', '/api'),
     ('GET', '/api/'),
     ('GET', '/api/nothing'),
@@ -258,9 +258,10 @@ def test_an_action_from_another_origin_is_403_even_with_the_token(served, origin
     assert server.seen == []
 
 
-def test_an_action_from_the_apis_own_origin_is_served(served):
+@pytest.mark.parametrize('host', ['127.0.0.1', 'localhost'])
+def test_an_action_from_the_apis_own_origin_is_served(served, host):
     api, _ = served
-    own = f'http://127.0.0.1:{api.address[1]}'
+    own = f'http://{host}:{api.address[1]}'
     status, _, answer = call(api, 'POST', '/api/typologies/weather/stop',
                              headers={**AUTH, 'Origin': own})
     assert (status, answer) == (200, echo('stop', typology='weather'))

@@ -1,6 +1,7 @@
 """CURVE on every socket: key files, edges that let in only allowed keys, a master and
 workers that refuse unknown peers, and no plain bind outside loopback without --insecure."""
 
+import json
 import os
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import fixtures_cluster as ws
 from cluster import Cluster, rows
 from conftest import command, stderr_of, wait_for
 from rezina import TypologyBuilder
+from rezina.backends import PlainFile
 from rezina.errors import RezinaError
 from rezina.security import write_key_pair
 from test_edges import free_port
@@ -186,3 +188,14 @@ def test_a_typology_runs_over_curve_between_workers_and_strangers_are_refused(se
     wait_for(lambda: 'it refused us' in stderr_of(worker), timeout=20,
              what='the worker to hear it is refused')
     assert '127.0.0.4' not in {w['address'] for w in secure.request('workers')}
+
+
+def test_results_come_back_to_the_submitter_over_curve(secure, tmp_path, monkeypatch):
+    # the submitter's local rz-bocca lets in the workers' nodes by their keys
+    monkeypatch.setenv('REZINA_CURVE_ALLOW', str(secure.keys / 'allowed'))
+    out = tmp_path / 'cities.jsonl'
+    TypologyBuilder('127.0.0.1', secure.port, 'back') \
+        .add_hydrant(ws.get_cities).add_notch(ws.Forecaster.forecast) \
+        .add_bocca(PlainFile, args=(str(out),)).start()
+    assert sorted(json.loads(line)['city'] for line in out.read_text().splitlines()) == \
+        ['Koper', 'Ljubljana', 'Maribor']

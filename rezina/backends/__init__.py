@@ -1,5 +1,5 @@
 """Sinks: where rz-bocca stores items (stdout, null, jsonl:PATH, csv:PATH, sqlite:PATH,
-MODULE:CLASS).
+postgresql://..., MODULE:CLASS).
 
 The names below are imported when first used, so that a stage that needs no sink (or one
 module of this package) does not pay for importing them all at start-up.
@@ -10,7 +10,7 @@ import importlib
 _HOMES = {
     'Sink': 'base', 'StorageBackend': 'base',
     'BackendSink': 'sink', 'backend_sink': 'sink', 'open_sink': 'sink',
-    'SqliteSink': 'sqlite', 'CsvFile': 'csvfile',
+    'SqliteSink': 'sqlite', 'PostgresqlSink': 'postgresql', 'CsvFile': 'csvfile',
     'Null': 'textfiles', 'PlainFile': 'textfiles', 'Stdout': 'textfiles',
 }
 

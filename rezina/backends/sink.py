@@ -7,6 +7,9 @@ SINK is one of:
     jsonl:PATH                JSON lines appended to PATH
     csv:PATH                  CSV rows appended to PATH, under a header from the first item
     sqlite:PATH[?table=NAME]  rows of table NAME (items) in the SQLite database PATH
+    postgresql://USER@HOST[:PORT]/DB[?table=NAME]
+                              rows of table NAME (items) in a PostgreSQL database, as a
+                              libpq URI (also postgres://); needs psycopg
     MODULE:CLASS              a rezina.backends.StorageBackend subclass, built as
                               CLASS(logger, *args, **kwargs)
 """
@@ -26,8 +29,7 @@ USER_LOGGER = 'rezina.backends.user'
 MODES = ('stream', 'batch')
 EXPECTED = ("expected stdout, null, jsonl:PATH, csv:PATH, sqlite:PATH[?table=NAME] "
             "or MODULE:CLASS")
-# TODO: postgresql://... (DESIGN.md, Sinks) is not written yet
-_NOT_YET = ('postgresql', 'postgres')
+POSTGRESQL_SCHEMES = ('postgresql://', 'postgres://')
 # what a backend raises when its store, not an item, is at fault
 _DOWN = (ConnectionError, TimeoutError)
 
@@ -102,7 +104,12 @@ def open_sink(spec, args=(), kwargs=None, mode='batch', stdout=None):
     if mode not in MODES:
         raise UsageError(f"--mode must be stream or batch, not {mode!r}")
     scheme, colon, rest = spec.partition(':')
-    if scheme in ('stdout', 'null', 'jsonl', 'csv', 'sqlite') and (args or kwargs):
+    is_postgresql = spec.lower().startswith(POSTGRESQL_SCHEMES)
+    if (scheme in ('stdout', 'null', 'jsonl', 'csv', 'sqlite') or is_postgresql) and (
+            args or kwargs):
+        if is_postgresql:
+            from rezina.backends.postgresql import mask
+            spec = mask(spec)       # never a password in an error
         raise BadArgument(f"sink {spec!r} takes no arguments (only MODULE:CLASS does)")
 
     if spec == 'stdout':
@@ -120,8 +127,10 @@ def open_sink(spec, args=(), kwargs=None, mode='batch', stdout=None):
     if scheme == 'sqlite' and colon:
         path, table = parse_sqlite(spec, rest)
         return SqliteSink(path, table, name=spec)
-    if scheme.lower() in _NOT_YET and colon:
-        raise UnknownSink(f"sink {spec!r} is not supported yet: {EXPECTED}")
+    if is_postgresql:
+        # imported here: psycopg is an extra, loaded only for a postgresql:// sink
+        from rezina.backends.postgresql import PostgresqlSink
+        return PostgresqlSink(spec)
     if colon and _looks_like_target(spec):
         return user_sink(spec, args, kwargs, mode)
     raise UnknownSink(f"unknown sink {spec!r}: {EXPECTED}")

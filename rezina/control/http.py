@@ -42,6 +42,7 @@ import urllib.parse
 from rezina import defaults
 from rezina.control.protocol import Client
 from rezina.errors import RezinaError
+from rezina.security import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,14 @@ class HttpApi:
         """The API's own origin, as a browser names it in an Origin header."""
         host, port = self.address
         return f"http://[{host}]:{port}" if ':' in host else f"http://{host}:{port}"
+
+    def own_origin(self, origin):
+        """Whether a browser's Origin header names this API: its address, or localhost
+        where it binds loopback (a page opened as http://localhost:31218)."""
+        if origin == self.origin:
+            return True
+        host, port = self.address
+        return is_loopback(host) and origin == f"http://localhost:{port}"
 
     def start(self):
         """Bind and serve in a daemon thread."""
@@ -350,7 +359,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(parts) != 3 or parts[0] != 'typologies' or parts[2] not in ACTIONS:
             raise HttpError(404, f"no such action: {urllib.parse.urlsplit(self.path).path}")
         origin = self.headers.get('Origin')
-        if origin is not None and origin != api.origin:
+        if origin is not None and not api.own_origin(origin):
             raise HttpError(403, f"no actions from another origin ({origin})")
         if not api.authorized(self.headers.get('Authorization')):
             raise HttpError(401, "an action needs the header 'Authorization: Bearer TOKEN' "

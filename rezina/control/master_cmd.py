@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 
+from rezina import notify
 from rezina.cli import int_option, run_command
 from rezina.control.master import Master
 from rezina.control.state import State
@@ -77,7 +78,15 @@ def _serve(args):
             http.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda n, f: stopping.append(n))
-        master.run(lambda: stopping)
+        notifier = notify.default()
+        notifier.ready(f"control {args['--host']}:{master.port}, HTTP "
+                       + (f"{args['--http-host']}:{http_port}" if http else "off"))
+
+        def should_stop():
+            notifier.watchdog()
+            return stopping
+        master.run(should_stop)
+        notifier.stopping("stopping; the nodes run on")
         log.info("rz-master stopping (signal %d); the nodes run on", stopping[0])
         return 0
     finally:

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 
-from rezina import defaults
+from rezina import defaults, notify
 from rezina.cli import int_option, run_command
 from rezina.control.agent import Agent
 from rezina.errors import RezinaError, UsageError
@@ -74,9 +74,13 @@ def _serve(args):
         signal.signal(signum, lambda n, f: stopping.append(n))
     log.info("rz-worker %s: %d slots, master %s:%d", agent.worker_id, slots, args['--host'],
              port)
+    notifier = notify.default()
+    notifier.ready(f"worker {agent.worker_id}: {slots} slots, master {args['--host']}:{port}")
     try:
         while not stopping:
             agent.step(0.1)
+            notifier.watchdog()
+        notifier.stopping("stopping: the nodes drain")
         log.info("rz-worker %s stopping: its nodes drain (at most %g s)", agent.worker_id,
                  defaults.DRAIN_TIMEOUT)
     finally:

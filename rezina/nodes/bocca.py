@@ -11,6 +11,9 @@ SINK is one of:
   jsonl:PATH                append JSON lines to PATH
   csv:PATH                  append rows to PATH, the header from the first item's keys
   sqlite:PATH[?table=NAME]  rows in SQLite, stored once per item id (table 'items')
+  postgresql://USER@HOST[:PORT]/DB[?table=NAME]
+                            rows in PostgreSQL (a libpq URI, also postgres://), stored
+                            once per item id (table 'items'); needs psycopg
   MOD:CLASS                 a rezina.backends.StorageBackend subclass, built as
                             CLASS(logger, *ARGS, **KWARGS)
 
@@ -35,6 +38,10 @@ Options:
   --errors=SINK          Where failed items go, as records (any SINK but stdout); by
                          default a line each on stderr.
   --name=NAME            The node's name in logs (by default the SINK).
+  --progress             Show the progress line on stderr even when stderr is not a
+                         terminal (by default only on a terminal, and not with --follow
+                         or --control-fd).
+  --no-progress          Show no progress line.
   --path=DIR             Also import from DIR (after the current directory).
   --control-fd=N         For rz-worker: the fd of a socketpair that carries the node's
                          status and the worker's requests.
@@ -65,6 +72,7 @@ from rezina.cli import float_option, int_option, run_command, set_max_item_bytes
 from rezina.errors import SinkError, UsageError
 from rezina.nodes.failures import Failures
 from rezina.nodes.node import Node, input_endpoints, take_stdout
+from rezina.nodes.progress import Progress, wanted as progress_wanted
 from rezina.pipe import codec, protocol
 from rezina.pipe.stream import DownstreamClosed
 from rezina.target import add_search_path, parse_json
@@ -119,6 +127,7 @@ class Bocca(Node):
         self.write_wanted = threading.Event()
         self.writer = threading.Thread(target=self._writer, name='rz-writer', daemon=True)
         self.closing = False
+        self.progress = None             # a Progress: the line on stderr, if shown
 
     def load(self):
         return self.pending_items
@@ -133,6 +142,8 @@ class Bocca(Node):
         return counters
 
     def on_batch(self, batch):
+        if self.progress is not None and batch.total is not None:
+            self.progress.saw_total(batch.run, batch.total)
         try:
             items, bad = codec.decode_items(batch.payload)
         except ValueError as exc:
@@ -159,6 +170,8 @@ class Bocca(Node):
         self._input_ended()         # noted as it happens: the drain timeout runs from then
         if self.failed_items:
             self._report_failures()
+        if self.progress is not None:
+            self.progress.update(self.stored, self.failures.count)
         if self.held:
             self._release_held()
         while self.written_batches:
@@ -433,6 +446,9 @@ class Bocca(Node):
         truncated = self.input_truncated()
         # what is still held was never acknowledged: over ZeroMQ, it goes to another sink
         unwritten = self.pending_items
+        if self.progress is not None:
+            self.progress.finish(self.stored, self.failures.count,
+                                 complete=not (unwritten or truncated or self.stop_requested))
         span = self.last_at - self.first_at if self.last_at and self.first_at else 0.0
         rate = self.stored / span if span > 0 else 0.0
         text = "%s: stored %d items in %.3f s first to last (%.0f items/s), %d failed"
@@ -455,6 +471,7 @@ def _serve(args):
     flush_interval = float_option(args, '--flush-interval', 0.0)
     drain_timeout = float_option(args, '--drain-timeout', 0.0)
     producers = int_option(args, '--producers', 0)
+    show_progress = _progress_choice(args)
     sink_args = parse_json(args['--args'], '--args', list)
     sink_kwargs = parse_json(args['--kwargs'], '--kwargs', dict)
     inputs = input_endpoints(args)
@@ -463,9 +480,14 @@ def _serve(args):
     if spec == 'stdout':
         stdout = os.fdopen(take_stdout(), 'wb')
     sink = open_sink(spec, sink_args, sink_kwargs, mode=mode, stdout=stdout)
-    name = args['--name'] or spec
+    # a PostgreSQL URI may hold a password: the sink's name masks it
+    masked = spec.startswith(('postgresql:', 'postgres:'))
+    name = args['--name'] or (sink.name if masked else spec)
     bocca = Bocca(name, sink, mode, batch_size, flush_interval,
                   Failures(name, args['--errors']), drain_timeout)
+    if show_progress:
+        bocca.progress = Progress(PROG)
+        bocca.progress.attach_logging()
     try:
         bocca.security = Security.from_args(args)
         bocca.attach_control(args['--control-fd'])
@@ -473,7 +495,21 @@ def _serve(args):
         bocca.open_inputs(inputs, window, producers, args['--follow'])
         return bocca.serve()
     finally:
+        if bocca.progress is not None:      # ended by an error: the line ends before it
+            bocca.progress.finish(bocca.stored, bocca.failures.count, complete=False)
         bocca.close()
+
+
+def _progress_choice(args):
+    """Whether to show the progress line: --progress, --no-progress, or on a terminal for
+    a one-shot pipeline (not --follow, not under rz-worker)."""
+    if args['--progress'] and args['--no-progress']:
+        raise UsageError("--progress and --no-progress: give one of them")
+    if args['--progress']:
+        return True
+    if args['--no-progress'] or args['--follow'] or args['--control-fd'] is not None:
+        return False
+    return progress_wanted(None, sys.stderr)
 
 
 def main(argv=None):

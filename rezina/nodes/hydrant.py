@@ -225,7 +225,10 @@ class Hydrant(Node):
         if not count:
             return
         run.items += count
-        batch = protocol.Batch(run.id, ids, count, payload)
+        # the run's size, for a progress line downstream; not under rz-worker, whose
+        # consumers may be older rezinas (and show no progress line)
+        total = run.total if self.control is None else None
+        batch = protocol.Batch(run.id, ids, count, payload, total=total)
         for part in _within_bytes(batch):
             self.output.offer(part)
 
@@ -341,6 +344,7 @@ def _within_bytes(batch):
     if len(batch.payload) <= defaults.WIRE_BATCH_BYTES or batch.count == 1:
         return [batch]
     head, tail = split_batch(batch, batch.count // 2)
+    head.total = tail.total = batch.total
     return _within_bytes(head) + _within_bytes(tail)
 
 

@@ -14,7 +14,7 @@ from collections import deque
 
 import zmq
 
-from rezina import defaults
+from rezina import defaults, notify
 from rezina.errors import RezinaError, UsageError
 from rezina.nodes.control import Control, control_socket
 from rezina.nodes.failures import Failures
@@ -107,6 +107,7 @@ class Node:
         self.stop_requested = False
         self.stop_requested_at = None
         self.control = None        # the channel to rz-worker, with --control-fd
+        self.notifier = notify.default()    # systemd's, for a stage run as a unit
         self._next_status = 0.0
         self._next_tick = 0.0
         self._writing = False
@@ -139,6 +140,7 @@ class Node:
         """Serve `--control-fd` text, if given (before the edges are opened)."""
         if text is not None:
             self.control = Control(control_socket(text), self.loop, self._on_control)
+            self.notifier = notify.SILENT   # rz-worker watches it, not the worker's systemd
 
     def _on_control(self, record):
         op = record.get('op')
@@ -278,6 +280,7 @@ class Node:
         now = time.monotonic()
         if now >= self._next_tick:
             self.network.tick()
+            self.notifier.watchdog()
             self._next_tick = now + defaults.HEARTBEAT_INTERVAL / 4
             if self.control is not None and now >= self._next_status:
                 self.control.send(self.status(), replaceable=True)
@@ -316,6 +319,7 @@ class Node:
     def run(self):
         """Loop until done(); returns when the node may exit."""
         self.loop.catch_signals()
+        self.notifier.ready(f"{self.name}: running")     # the edges are open by now
         while True:
             wait = self.step()
             self.pump()
@@ -327,6 +331,7 @@ class Node:
                 if isinstance(self.input, Inbox):
                     self.input.follow = False   # stopping: the producers' ends are the end
                 log.info("%s: stopping: finishing the items in flight", self.name)
+                self.notifier.stopping(f"{self.name}: finishing the items in flight")
                 continue
             if self.done():
                 return

@@ -160,7 +160,8 @@ class Notch(Node):
         if count:
             self.items_out += count
             batch.parts += 1
-            self.output.offer(protocol.Batch(batch.run, ids, count, payload, origin=batch))
+            self.output.offer(protocol.Batch(batch.run, ids, count, payload, origin=batch,
+                                             total=batch.total))
         batch.parts -= 1
         if not batch.parts:
             self._settle(batch)

@@ -37,7 +37,7 @@ class Run:
     """One firing of the source."""
 
     __slots__ = ('id', 'label', 'started', 'next_seq', 'items', 'failed', 'acked',
-                 'exhausted', 'error', 'ended', 'cut')
+                 'exhausted', 'error', 'ended', 'cut', 'total')
 
     def __init__(self, run_id, label):
         self.id = run_id
@@ -51,6 +51,7 @@ class Run:
         self.error = None
         self.ended = None
         self.cut = False       # stopped before the source's end
+        self.total = None      # items the source yields, when it said (a list's len)
 
     @property
     def complete(self):
@@ -172,6 +173,8 @@ class Puller(threading.Thread):
                 import asyncio          # only for async sources: the import costs 15 ms
             if inspect.iscoroutine(source):                 # async def returning an iterable
                 source = asyncio.run(source)
+            if type(source) in (list, tuple, range):
+                run.total = len(source)     # set before its items are handed over
             if inspect.isasyncgen(source):
                 exhausted = asyncio.run(self._pull_async(source))
             else:

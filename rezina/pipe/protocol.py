@@ -8,9 +8,11 @@ Kinds and headers:
              'v': VERSION}
             sent first by the connecting side, answered by the bound side
     CREDIT  n                 consumer -> producer: n more items may be sent
-    BATCH   [no, run, ids, count], payload
+    BATCH   [no, run, ids, count(, total)], payload
             producer -> consumer; `no` is the producer's batch number, `ids` the first
-            sequence number of a plain range of `count` items or a list of `count` seqs
+            sequence number of a plain range of `count` items or a list of `count` seqs;
+            `total`, optional, the items the run's source yields when it is known (for
+            a progress line); readers ignore fields after it
     ACK     [[[first, end], ...], n]   consumer -> producer: batch numbers finished, as
             ranges, and n more credit (acknowledgements and credit mean different things
             and are counted apart; they share a message only to save one)
@@ -48,9 +50,9 @@ def new_session():
 class Batch:
     """Items of one run on the wire: `payload` is their msgpack array."""
 
-    __slots__ = ('no', 'run', 'ids', 'count', 'payload', 'origin', 'parts')
+    __slots__ = ('no', 'run', 'ids', 'count', 'payload', 'origin', 'parts', 'total')
 
-    def __init__(self, run, ids, count, payload, no=None, origin=None):
+    def __init__(self, run, ids, count, payload, no=None, origin=None, total=None):
         self.no = no
         self.run = run
         self.ids = ids
@@ -58,20 +60,30 @@ class Batch:
         self.payload = payload
         self.origin = origin    # the Link it came from, or the input batch it derives from
         self.parts = 0          # outputs derived from this batch not yet acknowledged
+        self.total = total      # items the run's source yields, if known
 
     def header(self):
-        return codec.packb([self.no, self.run, self.ids, self.count])
+        fields = [self.no, self.run, self.ids, self.count]
+        if self.total is not None:      # only then: a header as before for other runs
+            fields.append(self.total)
+        return codec.packb(fields)
 
     @classmethod
     def from_header(cls, header, payload):
-        no, run, ids, count = codec.unpackb(header)
+        fields = codec.unpackb(header)
+        if not isinstance(fields, list) or len(fields) < 4:
+            raise ValueError("malformed batch header")
+        no, run, ids, count = fields[:4]
+        total = fields[4] if len(fields) > 4 else None
         if not isinstance(run, str) or not isinstance(count, int):
             raise ValueError("malformed batch header")
+        if total is not None and (type(total) is not int or total < 0):
+            total = None                # an optional hint: a bad one is ignored
         if not isinstance(ids, (int, list)) or (isinstance(ids, list) and len(ids) != count):
             raise ValueError("malformed batch ids")
         if not 0 <= count <= len(payload):     # an item takes at least a byte
             raise ValueError(f"a batch that claims {count} items in {len(payload)} bytes")
-        return cls(run, ids, count, payload, no=no)
+        return cls(run, ids, count, payload, no=no, total=total)
 
     def seqs(self):
         """The sequence numbers of the items, in order."""

@@ -156,13 +156,21 @@ class PipeReader:
 
 
 def _batch_of_record(record):
-    run, ids, count, payload = record
+    if not isinstance(record, list) or len(record) not in (4, 5):
+        raise ValueError("not a batch record")
+    run, ids, count, payload = record[:4]
+    total = record[4] if len(record) == 5 else None
+    if total is not None and (type(total) is not int or total < 0):
+        raise ValueError("not a batch record")
     if not (isinstance(run, str) and type(count) is int and isinstance(payload, bytes)
             and (type(ids) is int or (isinstance(ids, list) and len(ids) == count))):
         raise ValueError("not a batch record")
-    return protocol.Batch(run, ids, count, payload)
+    return protocol.Batch(run, ids, count, payload, total=total)
 
 
 def record_of(batch):
-    """The pipe record of a batch."""
-    return msgpack.packb([batch.run, batch.ids, batch.count, batch.payload], use_bin_type=True)
+    """The pipe record of a batch: [run, ids, count, payload(, total)]."""
+    fields = [batch.run, batch.ids, batch.count, batch.payload]
+    if batch.total is not None:
+        fields.append(batch.total)
+    return msgpack.packb(fields, use_bin_type=True)
