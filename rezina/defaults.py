@@ -16,7 +16,7 @@ ACK_DELAY = 0.002               # acknowledgements wait this long for credit to 
 ACKS_AT_ONCE = 8                # ... unless this many batches wait to be acknowledged
 
 BOCCA_BATCH_SIZE = 1000
-SINK_RETRY_MAX = 30.0           # seconds: the longest a failing sink waits between writes
+SINK_RETRY_MAX = 5.0            # seconds: the longest a failing sink waits between writes
 SINK_ITEM_ATTEMPTS = 3          # writes of one item alone that fail before it fails alone
 FLUSH_INTERVAL = 1.0            # seconds
 MAX_ITEM_BYTES = 64 << 20       # 64 MiB
