@@ -156,15 +156,26 @@ def secure(procs, tmp_path, monkeypatch):
     return c
 
 
-def test_a_typology_runs_over_curve_between_workers_and_strangers_are_refused(secure,
-                                                                             tmp_path):
+def sealed(secure, tmp_path):
+    """A periodic typology across both workers of the secure cluster; its database."""
     db = tmp_path / 'out.db'
     TypologyBuilder('127.0.0.1', secure.port, 'sealed') \
         .add_hydrant(ws.numbers, args=(40,)).add_notch(ws.record, 2, 1) \
         .add_bocca(f"sqlite:{db}").start(interval=1)
     nodes = secure.wait_running('sealed', count=4)
     assert {n['worker'].split(':')[-1] for n in nodes} == {'127.0.0.2', '127.0.0.3'}
-    wait_for(lambda: len(rows(db)) >= 80, timeout=60, what='two runs stored')
+    return db
+
+
+@pytest.mark.xfail(strict=False, reason="issue 5, open: a CURVE edge that a consumer joins "
+                   "through rz-worker's connect sometimes stalls its runs for about 29 s")
+def test_a_periodic_typology_over_curve_stores_its_runs_on_time(secure, tmp_path):
+    db = sealed(secure, tmp_path)
+    wait_for(lambda: len(rows(db)) >= 80, timeout=20, what='two runs stored')
+
+
+def test_strangers_are_refused_by_the_master_of_a_running_typology(secure, tmp_path):
+    sealed(secure, tmp_path)
 
     # a client with a key the master does not list: refused, nothing it asks is done
     stranger = secure.client('stranger')
