@@ -134,7 +134,8 @@ def test_insecure_allows_it_with_a_warning(procs):
 def test_a_missing_or_bad_key_file_is_a_one_line_error(procs, tmp_path):
     bad = tmp_path / 'bad.key_secret'
     bad.write_text('not a key\n')
-    for key, words in ((tmp_path / 'none', 'no such file'), (bad, 'not a CURVE key file (no public-key line)')):
+    for key, words in ((tmp_path / 'none', 'no such file'),
+                       (bad, 'not a CURVE key file (no public-key line)')):
         proc = procs.start(['rz-hydrant', '--curve-key', str(key), '--out',
                             f'tcp://127.0.0.1:{free_port()}', 'fixtures_funcs:numbers', '3'],
                            stdout=subprocess.DEVNULL)
