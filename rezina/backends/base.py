@@ -22,6 +22,15 @@ class Sink:
     idempotent = False
     wants_ids = True        # False: records may carry None for the item id
 
+    def _reopen(self):
+        """Open again a connection that a BackendDown closed (setting `_dropped`); failing,
+        the store is still down."""
+        try:
+            self.open()
+        except SinkError as exc:
+            self._dropped = True
+            raise BackendDown(str(exc)) from None
+
     def open(self):
         """Acquire what writing needs (a file, a connection)."""
 

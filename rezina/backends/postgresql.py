@@ -467,14 +467,6 @@ class PostgresqlSink(Sink):
             text = text.replace(secret, '***')
         return text
 
-    def _reopen(self):
-        """Open the connection a BackendDown closed; failing, the server is still down."""
-        try:
-            self.open()
-        except SinkError as exc:
-            self._dropped = True
-            raise BackendDown(str(exc)) from None
-
     def _drop(self):
         """Close the connection after a failure of the server; the next write reopens."""
         conn, self._conn, self._dropped, self._columns = self._conn, None, True, None

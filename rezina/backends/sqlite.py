@@ -220,14 +220,6 @@ class SqliteSink(Sink):
                 raise SinkError(f"cannot write {what} to {self.name}: {exc}") from None
             raise
 
-    def _reopen(self):
-        """Open the connection a BackendDown closed; failing, the database is still down."""
-        try:
-            self.open()
-        except SinkError as exc:
-            self._dropped = True
-            raise BackendDown(str(exc)) from None
-
     def _drop(self):
         """Close the connection after a failure of the database; the next write reopens."""
         conn, self._conn, self._dropped = self._conn, None, True
