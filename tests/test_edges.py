@@ -145,3 +145,24 @@ def test_a_slow_sink_keeps_its_heartbeat(procs, tmp_path):
     assert sorted(int(x) for x in out.read_text().split()) == list(range(50))
     assert 'lost' not in stderr_of(source) and 'redelivering' not in stderr_of(source)
 
+
+
+def test_a_producer_that_joins_while_another_holds_the_credit_is_not_starved(
+        procs, tmp_path):
+    # the first source takes the sink's whole window, sends one item and then sits on
+    # the rest; the second, joining later, must still get a wire batch's worth at once
+    db, flag, port = tmp_path / 'late.db', tmp_path / 'go', free_port()
+    sink = procs.start(['rz-bocca', '--producers', '2', '--mode', 'batch', '--in',
+                        f'@tcp://127.0.0.1:{port}', f'sqlite:{db}'])
+    idle = procs.start(['rz-hydrant', '--name', 'idle', '--out', f'>tcp://127.0.0.1:{port}',
+                        'fixtures_funcs:one_then_wait', str(flag), '60'])
+    wait_for(lambda: len(stored(db)) == 1, timeout=20, what='the idle source\'s first item')
+    late = procs.start(['rz-hydrant', '--name', 'late', '--out', f'>tcp://127.0.0.1:{port}',
+                        'fixtures_funcs:numbers', '50'])
+    # starved, it would get one item of credit a flush interval (about 50 s)
+    assert late.wait(timeout=20) == 0, stderr_of(late)
+    assert sum(1 for i in stored(db) if i.startswith('late/')) == 50
+    flag.touch()
+    for proc in (idle, sink):
+        assert proc.wait(timeout=30) == 0, stderr_of(proc)
+    assert len(stored(db)) == 52

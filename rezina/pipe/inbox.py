@@ -91,26 +91,45 @@ class Inbox:
             self.ack_due = None
 
     def _grants(self, links, used):
-        """link -> credit to give now: the free part of the window, shared out."""
+        """link -> credit to give now: the free part of the window, shared out.
+
+        Credit given cannot be taken back, so a producer that joins while another holds
+        credit it does not use (an idle source of a periodic run) could wait for ever on
+        a full window: a producer left with none is given a floor (a wire batch's worth,
+        at most a quarter of the window) even past the window whenever another holds
+        credit. Items held stay below window + floor * producers."""
         live = [link for link in links if link.alive and not link.eos]
         if not live:
             return {}
         outstanding = sum(link.granted for link in live)
-        free = self.window - used - outstanding
-        if free <= 0:
-            return {}
-        starving = any(link.granted == 0 for link in live)
-        if free < min(self.window // 4, 2 * defaults.WIRE_BATCH_ITEMS) and not starving:
-            return {}
-        share = max(1, free // len(live))
+        starving = [link for link in live if link.granted == 0]
         grants = {}
+        if starving and outstanding:
+            floor = max(1, min(defaults.WIRE_BATCH_ITEMS, self.window // 4))
+            spare = self.window + floor * len(live) - used - outstanding
+            for link in starving:
+                give = min(floor, spare)
+                if give <= 0:
+                    break
+                grants[link] = give
+                spare -= give
+        free = self.window - used - outstanding - sum(grants.values())
+        if free <= 0 or (free < min(self.window // 4, 2 * defaults.WIRE_BATCH_ITEMS)
+                         and not starving):
+            return self._give(grants)
+        share = max(1, free // len(live))
         for link in sorted(live, key=_granted_of):
             give = min(share, free)
             if give <= 0:
                 break
-            link.granted += give
+            grants[link] = grants.get(link, 0) + give
             free -= give
-            grants[link] = give
+        return self._give(grants)
+
+    @staticmethod
+    def _give(grants):
+        for link, give in grants.items():
+            link.granted += give
         return grants
 
     def leave(self):
