@@ -3,7 +3,9 @@ faults, and checks the sink like a set checker (checker.py). Each prints one row
 table at the end of the run. The default run has a short version of each; `--long` runs
 them at full size (100,000 items, a minute of slow sink ...)."""
 
+import calendar
 import os
+import re
 import signal
 import subprocess
 import time
@@ -230,10 +232,15 @@ def test_10_a_periodic_typology_with_its_master_down_for_a_while(cluster, tmp_pa
     stored = [row for row in rows(db, 'SELECT rz_run, x FROM items') if row[0] not in cut]
     counts = checker.check(attempted, stored)
     stamps = sorted(int(r['started'] + 0.5) for r in runs)
-    missed = sum(b - a - 1 for a, b in zip(stamps, stamps[1:]))
+    # a tick that comes while the run before is in flight is skipped, as the overlap
+    # policy says, and logged (a loaded machine can make a first run slower than 1 s)
+    skipped = {tick_of(stamp) for stamp in
+               re.findall(r"tick (\d{8}T\d{6}Z) skipped", cluster.log('ticks'))}
+    missed = sum(1 for a, b in zip(stamps, stamps[1:]) for t in range(a + 1, b)
+                 if t not in skipped)
     checker.record(f"10 every 1 s, master down {down} s ({len(runs)} runs, "
-                   f"{missed} missed)", counts, [recovery])
-    assert len(runs) >= seconds - 3
+                   f"{len(skipped)} skipped, {missed} missed)", counts, [recovery])
+    assert len(runs) >= seconds - 3 - len(skipped)
     assert len(set(stamps)) == len(stamps) and missed == 0
     assert counts['lost'] == 0 and counts['unexpected'] == 0
 
@@ -294,3 +301,9 @@ def test_4_a_whole_worker_stopped_for_a_while(cluster, tmp_path, long_run):
                    [replaced])
     assert moved and replaced < 8.5               # 3 s to notice, 5 s to place
     assert counts['lost'] == 0 and counts['unexpected'] == 0
+
+
+def tick_of(stamp):
+    """Epoch seconds of a tick as the hydrant logs it (UTC, 20261205T022420Z)."""
+    return calendar.timegm(time.strptime(stamp, '%Y%m%dT%H%M%SZ'))
+
