@@ -101,6 +101,17 @@ def die_on_poison(item):
     return item
 
 
+def sleepy_sorter(item):
+    """Take 20 ms, then: kill the worker process on 13, fail multiples of 5, drop (return
+    None for) the items one above them, and pass the others."""
+    time.sleep(0.02)
+    if item == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if item % 5 == 0:
+        raise ValueError(f"{item} is a multiple of five")
+    return None if item % 5 == 1 else item
+
+
 class Scaler:
     """A class whose method the notch calls; built once per worker process."""
 

@@ -166,10 +166,15 @@ def test_the_console_shows_the_cluster_live_and_acts_only_with_the_token(cluster
     page.shows(lambda: page.number(counted) > first, 'items in rising', timeout=10)
     assert page.count('.stage canvas.chart') == 3
     page.shows(lambda: page.count('.runs tbody tr') >= 2, 'the run history')
-    # picky fails on multiples of 3: the nodes log each failed item, the runs count them
+    # picky fails on multiples of 3: the master lists each failed item, as its node said
     page.shows(lambda: 'is a multiple of 3' in (page.text('.failed-items') or ''),
                'a failed item and its error')
+    shown = page.texts('.failed-items td[data-field="id"]')
+    known = {f['id']: f for f in cluster.request('failures', typology='weather', limit=200)}
+    assert shown and set(shown) <= set(known)
+    assert all(int(item.rpartition(':')[2]) % 3 == 0 for item in shown)
     assert 'ValueError' in page.text('.failed-items')
+    assert page.text('.failed-items tbody tr td[data-field="node"]') == 'picky#0'
     page.shows(lambda: 'first run at' in (page.text('pre.log') or ''), 'the log')
 
     # scale without the token: refused, and the error shown; the master unchanged

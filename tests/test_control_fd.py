@@ -11,6 +11,8 @@ import pytest
 from conftest import stderr_of, wait_for
 from test_edges import free_port
 
+from rezina import exitcodes
+
 
 class Worker:
     """The worker's end of one node's channel: records read as they come."""
@@ -39,6 +41,14 @@ class Worker:
 
     def of(self, op):
         return [r for r in self.read() if r.get('op') == op]
+
+    def rest(self, op):
+        """Every record of op, once the node has closed its end (it exited)."""
+        self.sock.settimeout(10)
+        while data := self.sock.recv(1 << 16):
+            self.unpacker.feed(data)
+            self.records.extend(self.unpacker)
+        return [r for r in self.records if r.get('op') == op]
 
     def send(self, record):
         self.sock.sendall(msgpack.packb(record))
@@ -88,6 +98,43 @@ def test_a_notch_reports_its_status_and_its_bound_endpoint(procs, worker):
     assert status['items_in'] == 50 and status['failed'] == 0
     for proc in (source, notch, sink):
         assert proc.wait(timeout=30) == 0, stderr_of(proc)
+
+
+def test_a_notch_reports_its_processing_time_dropped_redelivered_and_failed_items(
+        procs, worker):
+    """sleepy_sorter takes 20 ms an item, kills its worker process on 13 (quarantined
+    after 3 deaths, redelivered before), fails multiples of 5 and drops those one above."""
+    channel = worker()
+    source = procs.start(['rz-hydrant', '--name', 't', '--run-id', 'r',
+                          'fixtures_funcs:numbers', '30'],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    notch = procs.start(['rz-notch', '--control-fd', str(channel.fd),
+                         'fixtures_funcs:sleepy_sorter'], pass_fds=(channel.fd,),
+                        stdin=source.stdout, stdout=subprocess.DEVNULL)
+    channel.started()
+    source.stdout.close()
+    assert notch.wait(timeout=60) == exitcodes.FAILED, stderr_of(notch)
+    statuses = channel.rest('status')
+    last = statuses[-1]
+    assert (last['items_in'], last['items_out'], last['dropped'], last['failed']) == \
+        (30, 17, 6, 7)
+    assert last['busy_seconds'] >= 29 * 0.02        # every item but 13 ran to its end
+    assert last['redelivered'] >= 2 and last['rejected'] == 0
+
+    # each failure comes in a few statuses, numbered, without its item
+    reported = {}
+    for status in statuses:
+        for record in status.get('recent_failures', ()):
+            reported.setdefault(record['seq'], record)
+    assert sorted(reported) == list(range(1, 8))
+    failed = {r['id']: (r['error'], r['message'], r['attempts']) for r in reported.values()}
+    assert failed == {
+        **{f't/r:{n}': ('ValueError', f'{n} is a multiple of five', 1)
+           for n in range(0, 30, 5)},
+        't/r:13': ('Quarantined', 'its worker died running it 3 times (the last was '
+                   'killed by SIGKILL)', 3)}
+    assert all(r['run'] == 't/r' and 'item' not in r for r in reported.values())
+    assert source.wait(timeout=30) == 0
 
 
 def test_connect_adds_a_producer_to_a_running_notch(procs, worker, tmp_path):

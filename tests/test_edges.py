@@ -1,5 +1,6 @@
 """Stages wired by ZeroMQ endpoints, across separate processes."""
 
+import re
 import signal
 import socket
 import sqlite3
@@ -79,6 +80,7 @@ def test_two_sources_into_one_bound_sink_never_share_an_id(procs, tmp_path):
 
 
 def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
+    from test_control_fd import Worker          # here: that module imports this one
     db = tmp_path / 'kill.db'
     a, b = free_port(), free_port()
     n = 5000
@@ -86,15 +88,23 @@ def test_a_consumer_killed_mid_run_loses_nothing(procs, tmp_path):
     notches = [procs.start(['rz-notch', '--in', f'tcp://127.0.0.1:{a}',
                             '--out', f'>tcp://127.0.0.1:{b}', 'fixtures_funcs:slow_identity'])
                for _ in range(2)]
-    source = procs.start(['rz-hydrant', '--name', 't', '--run-id', 'k',
-                          '--out', f'tcp://127.0.0.1:{a}', 'fixtures_funcs:numbers', str(n)])
-    wait_for(lambda: len(stored(db)) > 500, timeout=60, what='items stored')
-    notches[0].send_signal(signal.SIGKILL)
-    for proc in (source, notches[1], sink):
-        assert proc.wait(timeout=120) == 0, stderr_of(proc)
+    channel = Worker()          # the source's status, as rz-worker would read it
+    try:
+        source = procs.start(['rz-hydrant', '--name', 't', '--run-id', 'k', '--control-fd',
+                              str(channel.fd), '--out', f'tcp://127.0.0.1:{a}',
+                              'fixtures_funcs:numbers', str(n)], pass_fds=(channel.fd,))
+        channel.started()
+        wait_for(lambda: len(stored(db)) > 500, timeout=60, what='items stored')
+        notches[0].send_signal(signal.SIGKILL)
+        for proc in (source, notches[1], sink):
+            assert proc.wait(timeout=120) == 0, stderr_of(proc)
+        statuses = channel.rest('status')
+    finally:
+        channel.close()
     ids = stored(db)
     assert len(ids) == n and set(ids) == {f't/k:{i}' for i in range(n)}
-    assert 'redelivering' in stderr_of(source)
+    logged = re.findall(r'redelivering (\d+) items', stderr_of(source))
+    assert logged and statuses[-1]['redelivered'] == sum(map(int, logged)) > 0
 
 
 def test_a_sink_killed_and_started_again_loses_nothing(procs, tmp_path):

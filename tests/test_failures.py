@@ -11,7 +11,9 @@ import pytest
 import fixtures_failing_sink
 from fixtures_failing_sink import Held
 from rezina.errors import SinkError, UnknownFunction, UnknownSink, UsageError
-from rezina.nodes.failures import LINES_PER_SECOND, Failures
+from rezina.nodes.failures import (LINES_PER_SECOND, MESSAGE_CHARS, RECENT_KEPT,
+                                   RECENT_PER_STATUS, STATUSES_PER_RECORD, TRACE_CHARS,
+                                   Failures)
 
 LOGGER = 'rezina.nodes.failures'
 FIXTURES = fixtures_failing_sink.__name__
@@ -127,6 +129,29 @@ def test_summary_names_each_kind_of_failure(failures):
     channel.report('r1:2', 2, 'ValueError', 'y')
     assert channel.summary() == "3 failed (2 ValueError, 1 quarantined)"
     assert channel.by_type == {'ValueError': 2, 'quarantined': 1}
+
+
+def test_each_status_carries_a_failure_five_times_without_its_item(failures):
+    channel = failures('fetch')
+    channel.report('r1:0', {'big': 'x' * 10000}, 'ValueError', 'bad\nvalue  here',
+                   traceback='T\n' * 500 + 'END', attempts=2)
+    carried = [channel.for_status() for _ in range(STATUSES_PER_RECORD + 2)]
+    assert [len(records) for records in carried] == [1] * STATUSES_PER_RECORD + [0, 0]
+    [record] = carried[0]
+    assert set(record) == {'seq', 'id', 'run', 'error', 'message', 'traceback', 'attempts',
+                           'at'}
+    assert (record['seq'], record['id'], record['run'], record['error'], record['message'],
+            record['attempts']) == (1, 'r1:0', 'r1', 'ValueError', 'bad value here', 2)
+    assert record['traceback'] == 'T\n' * ((TRACE_CHARS - 3) // 2) + 'END'    # whole lines
+
+    # a burst: a status carries the newest only; the node keeps the newest RECENT_KEPT
+    for seq in range(1, 2 * RECENT_KEPT):
+        channel.report(f"r2:{seq}", None, 'KeyError', 'k' * 1000)
+    records = channel.for_status()
+    assert [r['seq'] for r in records] == list(range(2 * RECENT_KEPT - RECENT_PER_STATUS + 1,
+                                                     2 * RECENT_KEPT + 1))
+    assert len(records[0]['message']) == MESSAGE_CHARS
+    assert len(channel.recent) == RECENT_KEPT
 
 
 def test_failing_sink_loses_records_without_crashing(caplog, failures):

@@ -77,6 +77,9 @@ def echo(op, **args):
     ('/api/typologies/weather/nodes', 'ps', {'typology': 'weather'}),
     ('/api/typologies/weather/runs', 'runs', {'typology': 'weather', 'limit': 50}),
     ('/api/typologies/weather/runs?limit=7', 'runs', {'typology': 'weather', 'limit': 7}),
+    ('/api/typologies/weather/failures', 'failures', {'typology': 'weather', 'limit': 50}),
+    ('/api/typologies/weather/failures?limit=3', 'failures',
+     {'typology': 'weather', 'limit': 3}),
     ('/api/typologies/weather/logs', 'logs',
      {'typology': 'weather', 'cursor': None, 'limit': 100}),
     ('/api/typologies/weather/logs?cursor=12&limit=5', 'logs',
@@ -117,6 +120,7 @@ def test_a_typology_the_master_does_not_list_is_404(served):
 
 @pytest.mark.parametrize('method, path', [
     ('GET', '/api/typologies/nope/runs'),
+    ('GET', '/api/typologies/nope/failures'),
     ('GET', '/api/typologies/nope/logs'),
     ('POST', '/api/typologies/nope/stop'),
 ])

@@ -1,7 +1,9 @@
 """GET /metrics (rezina/control/metrics.py): the Prometheus text format from canned op
-answers, and scraped twice from a real rz-master with workers and a periodic typology."""
+answers, and scraped twice from a real rz-master with workers and a periodic typology
+(whose failed items the master also lists: the failures op and its HTTP route)."""
 
 import http.client
+import json
 import re
 
 import pytest
@@ -65,6 +67,7 @@ CANNED = {
               'state': 'complete'}],
     'ps': [{'typology': 'new\nline', 'stage': 'double', 'index': 0, 'worker': 'w"1',
             'state': 'RUNNING', 'restarts': 1, 'items_in': 10, 'items_out': 9, 'failed': 1,
+            'dropped': 2, 'redelivered': 3, 'rejected': 0, 'busy_seconds': 1.25,
             'rate': 4.5, 'in_flight': 0, 'oldest_age': None}],
 }
 
@@ -92,6 +95,12 @@ def test_canned_answers_give_escaped_labels_and_one_help_and_type_per_family():
         ({'typology': 'new\nline', 'state': 'complete'}, 1),
         ({'typology': 'new\nline', 'state': 'unknown'}, 1)]
     assert 'rezina_node_oldest_item_age_seconds' not in families     # None: no sample
+    for name, kind, expected in (('rezina_node_items_dropped_total', 'counter', 2),
+                                 ('rezina_node_items_redelivered_total', 'counter', 3),
+                                 ('rezina_node_frames_rejected_total', 'counter', 0),
+                                 ('rezina_node_processing_seconds_total', 'counter', 1.25)):
+        assert families[name]['type'] == kind
+        assert [v for _, v in families[name]['samples']] == [expected]
 
 
 def test_values_are_written_as_the_format_wants():
@@ -118,14 +127,26 @@ def value(families, name, **labels):
                if all(have.get(k) == want for k, want in labels.items()))
 
 
+def get_json(port, path):
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    try:
+        connection.request('GET', path)
+        response = connection.getresponse()
+        body = response.read().decode()
+    finally:
+        connection.close()
+    assert response.status == 200, body
+    return json.loads(body)['result']
+
+
 def test_a_scrape_of_a_live_typology_shows_its_nodes_runs_and_workers(cluster, tmp_path):
     (TypologyBuilder('127.0.0.1', cluster.port, 'tick')
      .add_hydrant(ws.numbers, args=(5,))
-     .add_notch(ws.record, 1, 1)
+     .add_notch(ws.picky, 1, 1)                 # 0 and 3 fail, each run
      .add_bocca(f"sqlite:{tmp_path / 'out.db'}")).start(interval=1)
     cluster.wait_running('tick', count=3)
     wait_for(lambda: value(scrape(cluster.http_port), 'rezina_node_items_in_total',
-                           typology='tick', stage='record') > 0, timeout=30,
+                           typology='tick', stage='picky') > 0, timeout=30,
              what='items through the notch')
     first = scrape(cluster.http_port)
     scrapes = []
@@ -133,8 +154,8 @@ def test_a_scrape_of_a_live_typology_shows_its_nodes_runs_and_workers(cluster, t
     def rose():
         scrapes.append(scrape(cluster.http_port))
         return (value(scrapes[-1], 'rezina_node_items_in_total', typology='tick',
-                      stage='record')
-                > value(first, 'rezina_node_items_in_total', typology='tick', stage='record')
+                      stage='picky')
+                > value(first, 'rezina_node_items_in_total', typology='tick', stage='picky')
                 and value(scrapes[-1], 'rezina_recent_runs', typology='tick',
                           state='complete') >= 1)
     wait_for(rose, timeout=30, what='the next run through the notch, and a run recorded')
@@ -146,8 +167,32 @@ def test_a_scrape_of_a_live_typology_shows_its_nodes_runs_and_workers(cluster, t
                second['rezina_worker_heartbeat_age_seconds']['samples'])
     nodes = second['rezina_node_state']['samples']
     assert {(labels['stage'], labels['state']) for labels, _ in nodes} == {
-        ('numbers', 'RUNNING'), ('record', 'RUNNING'), ('sqlite', 'RUNNING')}
+        ('numbers', 'RUNNING'), ('picky', 'RUNNING'), ('sqlite', 'RUNNING')}
     assert all(labels['worker'] in workers for labels, _ in nodes)
     assert value(second, 'rezina_typology_state', typology='tick', state='RUNNING') == 1
     assert value(second, 'rezina_last_run_items', typology='tick') == 5
     assert 0 <= value(second, 'rezina_last_run_duration_seconds', typology='tick') < 5
+
+    # every node counts its processing time, redeliveries and rejected frames; the notch
+    # its dropped and failed items
+    picky = {'typology': 'tick', 'stage': 'picky'}
+    assert value(second, 'rezina_node_items_failed_total', **picky) >= 2
+    assert value(second, 'rezina_node_items_dropped_total', **picky) == 0
+    for name in ('rezina_node_processing_seconds_total', 'rezina_node_items_redelivered_total',
+                 'rezina_node_frames_rejected_total'):
+        assert {labels['stage'] for labels, _ in second[name]['samples']} >= {
+            'numbers', 'picky'}, name
+    assert value(second, 'rezina_node_items_redelivered_total', typology='tick') == 0
+
+    # the master lists the failed items, newest first: by op and by the HTTP API
+    failures = cluster.request('failures', typology='tick', limit=200)
+    assert len(failures) >= 2
+    assert {f['id'].rpartition(':')[2] for f in failures} == {'0', '3'}
+    assert all(f['id'].startswith('tick.numbers/') and f['stage'] == 'picky'
+               and f['error'] == 'ValueError' and f['attempts'] == 1
+               and f['message'] == f"{f['id'].rpartition(':')[2]} is a multiple of 3"
+               and 'picky' in f['traceback'] for f in failures)
+    assert [f['at'] for f in failures] == sorted((f['at'] for f in failures), reverse=True)
+    assert len({f['id'] for f in failures}) == len(failures)        # each taken once
+    listed = get_json(cluster.http_port, '/api/typologies/tick/failures?limit=2')
+    assert len(listed) == 2 and all(f['error'] == 'ValueError' for f in listed)

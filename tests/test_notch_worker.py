@@ -6,6 +6,7 @@ import mmap
 import os
 import signal
 import socket
+import time
 import warnings
 
 import msgpack
@@ -35,7 +36,7 @@ def run_unit(func, items, ids=0, retries=0, unit_no=4):
 
 
 def decoded(record):
-    _, _, ids, count, payload, failures, _ = record
+    _, _, ids, count, payload, failures, _, _ = record
     outputs, bad = codec.decode_items(payload)
     assert not bad and len(outputs) == count
     return ids, outputs, failures
@@ -145,6 +146,25 @@ def test_an_item_that_does_not_decode_fails_with_no_item_and_no_attempt():
     assert (ids, outputs) == ([30, 32], [2, 6])
     [[seq, kind, _, trace, item, attempts]] = failures
     assert (seq, kind, trace, item, attempts) == (31, 'DecodeError', '', None, 0)
+
+
+def test_a_unit_counts_the_items_dropped_and_the_time_its_calls_took():
+    def odd_only(item):
+        time.sleep(0.01)
+        return item if item % 2 else None
+
+    async def odd_only_async(item):
+        await asyncio.sleep(0.01)
+        return item if item % 2 else None
+
+    payload, _ = codec.encode_items([1, 2, 3, 4, 6])
+    for record in (notch_worker.process_unit(odd_only, 1, 'r', 0, 5, payload,
+                                             new_slots(1)[0:2]),
+                   asyncio.run(notch_worker.process_unit_async(
+                       odd_only_async, 1, 'r', 0, 5, payload, new_slots(1)[0:2]))):
+        assert decoded(record)[:2] == ([0, 2], [1, 3])
+        seconds, dropped = record[6:]
+        assert dropped == 3 and seconds >= 5 * 0.01
 
 
 def test_a_running_item_is_marked_in_its_slot():

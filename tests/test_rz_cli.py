@@ -159,6 +159,44 @@ def test_runs_are_listed_newest_first_up_to_the_limit(master, procs):
                                 ('runs', {'typology': 'weather', 'limit': 5})]
 
 
+def test_ps_shows_dropped_and_redelivered_items_when_a_node_has_some(master, procs):
+    server = master(answering({'ps': [dict(PS[0], dropped=None, redelivered=0),
+                                      dict(PS[1], dropped=3, redelivered=12)]}))
+    code, out, err = rz_run(procs, server, 'ps')
+    assert (code, err) == (exitcodes.OK, '')
+    lines = out.splitlines()
+    assert lines[0].split()[-4:] == ['DROPPED', 'REDELIVERED', 'LAST', 'ERROR']
+    assert lines[1].split()[-3:] == ['-', '0', '-']
+    assert lines[2].split()[-4:] == ['3', '12', 'KeyError:', "'city'"]
+
+
+FAILURES = [{'id': 'weather.get_cities/20261204T205500Z:7', 'run': 'weather.get_cities/'
+             '20261204T205500Z', 'stage': 'fetch', 'index': 1, 'node_id': 'weather::fetch::1',
+             'worker': 'beta', 'pid': 77, 'error': 'KeyError', 'message': "'city'",
+             'traceback': 'Traceback ...', 'attempts': 1, 'at': STARTED + 1.5},
+            {'id': 'weather.get_cities/20261204T205500Z:3', 'run': None, 'stage': 'fetch',
+             'index': 0, 'node_id': None, 'worker': 'alpha', 'pid': 76,
+             'error': 'Quarantined', 'message': 'its worker died running it 3 times (the '
+             'last was killed by SIGKILL); ' + 'x' * 80, 'traceback': '', 'attempts': 3,
+             'at': STARTED}]
+
+
+def test_failures_lists_the_failed_items_newest_first_up_to_the_limit(master, procs):
+    server = master(answering({'failures': FAILURES}))
+    assert rz_run(procs, server, 'failures', 'weather') == (exitcodes.OK, (
+        "AT                   ITEM                                   NODE"
+        "               ERROR        MESSAGE\n"
+        "2026-12-04 20:55:01  weather.get_cities/20261204T205500Z:7  weather::fetch::1"
+        "  KeyError     'city'\n"
+        "2026-12-04 20:55:00  weather.get_cities/20261204T205500Z:3  fetch#0"
+        "            Quarantined  its worker died running it 3 times (the last was killed "
+        "by SIGKILL); xxxxxxxx...\n"), '')
+    assert rz_run(procs, server, 'failures', 'weather', '--limit', '2', '--json')[1] == (
+        json.dumps(FAILURES, indent=2) + '\n')
+    assert requests(server) == [('failures', {'typology': 'weather', 'limit': 50}),
+                                ('failures', {'typology': 'weather', 'limit': 2})]
+
+
 def test_an_empty_answer_is_the_header_alone(master, procs):
     server = master(answering({'ls': []}))
     assert rz_run(procs, server, 'ls') == (
@@ -350,8 +388,8 @@ def test_the_console_ends_at_end_of_input_and_has_help(master, procs):
     out, _ = proc.communicate(b'help\nhelp scale\nconsole\n', timeout=30)
     assert proc.returncode == exitcodes.OK
     text = out.decode()
-    for name in ('workers', 'ls', 'ps', 'runs', 'start', 'stop', 'restart', 'remove',
-                 'scale', 'logs', 'exit', 'quit'):
+    for name in ('workers', 'ls', 'ps', 'runs', 'failures', 'start', 'stop', 'restart',
+                 'remove', 'scale', 'logs', 'exit', 'quit'):
         assert f' {name} ' in f' {text} '.replace('\n', ' '), name
     assert 'scale TYPOLOGY STAGE N' in text and 'EOF' not in text
     assert proc.errfile.read_text() == (

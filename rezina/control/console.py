@@ -32,7 +32,8 @@ HISTORY_ENV = 'REZINA_HISTORY'
 HISTORY_LENGTH = 1000           # lines of history kept
 COMPLETION_TIMEOUT = 1.0        # seconds Tab waits for the master's names
 COMPLETION_TTL = 2.0            # seconds the names are asked again after
-TYPOLOGY_FIRST = ('ps', 'runs', 'start', 'stop', 'restart', 'remove', 'scale', 'logs')
+TYPOLOGY_FIRST = ('ps', 'runs', 'failures', 'start', 'stop', 'restart', 'remove', 'scale',
+                  'logs')
 
 # rz's usage, less what the console fixes: which master, and the console itself
 _NOT_IN_CONSOLE = re.compile(r'\s*(rz \[options\] console|rz \(-h|-H, |-P, |--log-level|'
@@ -99,6 +100,11 @@ class Console(cmd.Cmd):
         """runs TYPOLOGY [--limit=N] [--json]
         A typology's runs, newest first (the newest 50 unless --limit says)."""
         return self._run('runs', arg)
+
+    def do_failures(self, arg):
+        """failures TYPOLOGY [--limit=N] [--json]
+        A typology's failed items, newest first: id, node, error and message."""
+        return self._run('failures', arg)
 
     def do_start(self, arg):
         """start TYPOLOGY

@@ -9,6 +9,7 @@ that request, so it answers exactly what `rz` would.
     GET  /api/typologies/NAME                  {typology: its ls entry, stages, nodes}
     GET  /api/typologies/NAME/nodes            ps of NAME
     GET  /api/typologies/NAME/runs?limit=N     runs (limit 50 by default)
+    GET  /api/typologies/NAME/failures?limit=N failures: failed items, newest first (50)
     GET  /api/typologies/NAME/logs?cursor=C&limit=N
                                                logs (no cursor: the last lines; limit 100)
     GET  /api/nodes                            ps of every typology
@@ -195,8 +196,8 @@ class HttpApi:
                 name, what = parts[1], parts[2]
                 if what == 'nodes':
                     return master.request('ps', typology=name)
-                if what == 'runs':
-                    return master.request('runs', typology=name,
+                if what in ('runs', 'failures'):
+                    return master.request(what, typology=name,
                                           limit=_count(query, 'limit', 50))
                 if what == 'logs':
                     cursor = _number(query, 'cursor')

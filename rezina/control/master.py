@@ -14,6 +14,7 @@ from collections import OrderedDict
 import zmq
 
 from rezina.control import plan, protocol, snapshot
+from rezina.control.failed_items import FailedItems
 from rezina.control.ops import Ops
 from rezina.control.protocol import BadMessage, decode, encode
 from rezina.control.registry import DONE, ENDED, WAITING, Registry
@@ -34,6 +35,7 @@ class Master:
         self.store = os.path.join(os.path.dirname(state.path), 'snapshots')
         self.registry = Registry(state)
         self.run_failures = OrderedDict()   # (typology, run) -> {source, nodes: {id: n}}
+        self.failed_items = FailedItems()
         self.ops = Ops(self)
         self.context = context or zmq.Context.instance()
         self.router = self.context.socket(zmq.ROUTER)
@@ -172,6 +174,7 @@ class Master:
         status = entry.get('status') or {}
         if isinstance(status.get('failed_by_run'), dict):
             self._node_failures(p, status['failed_by_run'])
+        self.failed_items.take(p, status, worker.id)
         if status:
             items = status.get('items_out', status.get('stored', 0)) or 0
             now = time.monotonic()

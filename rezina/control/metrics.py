@@ -14,9 +14,7 @@ CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 RUNS_WINDOW = 100           # the runs of a typology that the run figures look at
 
 # (ps field, metric, type, help) of the counters and gauges of each node; a field that
-# the answer lacks or holds as None gives no sample.
-# TODO: dropped, rejected, redelivered and busy_seconds show once ops.op_ps passes them on
-# from the node status (rejected is in it; the notch counts none of the others yet)
+# the answer lacks or holds as None gives no sample (dropped: a notch's only).
 NODE_FIGURES = (
     ('items_in', 'rezina_node_items_in_total', 'counter', 'Items the node took in.'),
     ('items_out', 'rezina_node_items_out_total', 'counter',
@@ -24,13 +22,14 @@ NODE_FIGURES = (
     ('failed', 'rezina_node_items_failed_total', 'counter',
      'Items that failed at the node (sent to the error channel).'),
     ('dropped', 'rezina_node_items_dropped_total', 'counter',
-     'Items the node dropped (its function returned None).'),
+     'Items the node dropped: its function returned None for them.'),
     ('rejected', 'rezina_node_frames_rejected_total', 'counter',
      'Frames the node refused: undecodable, oversize or from unknown peers.'),
     ('redelivered', 'rezina_node_items_redelivered_total', 'counter',
-     'Items the node gave to another consumer after losing one.'),
+     "Items the node sent again: a lost consumer's to the others, or a dead worker "
+     "process's to a new one."),
     ('busy_seconds', 'rezina_node_processing_seconds_total', 'counter',
-     "Seconds the node's function ran."),
+     "Seconds the node's function ran, summed over its threads (a sink: its writes)."),
     ('in_flight', 'rezina_node_items_in_flight', 'gauge',
      'Items (runs, for a source) the node holds unfinished.'),
     ('oldest_age', 'rezina_node_oldest_item_age_seconds', 'gauge',

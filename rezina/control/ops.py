@@ -80,7 +80,9 @@ class Ops:
                          'restarts': p.restarts,
                          'items_in': s.get('items_in'),
                          'items_out': s.get('items_out', s.get('stored')),
-                         'failed': s.get('failed'), 'rate': round(p.rate, 1),
+                         'failed': s.get('failed'), 'dropped': s.get('dropped'),
+                         'redelivered': s.get('redelivered'), 'rejected': s.get('rejected'),
+                         'busy_seconds': s.get('busy_seconds'), 'rate': round(p.rate, 1),
                          'in_flight': s.get('in_flight', s.get('runs_in_flight')),
                          'oldest_age': s.get('oldest_age'), 'last_error': p.last_error,
                          'endpoint': p.endpoint, 'generation': p.generation})
@@ -99,6 +101,12 @@ class Ops:
             self.registry.get(typology)       # an unknown name, or one never run
         return [{k: r[k] for k in ('run_id', 'started', 'ended', 'items', 'failed', 'state')}
                 for r in runs]
+
+    def op_failures(self, typology, limit=50):
+        typology = str(typology)
+        if not self.master.failed_items.known(typology):
+            self.registry.get(typology)       # an unknown name, or one with none yet
+        return self.master.failed_items.newest(typology, max(1, int(limit)))
 
     def op_stages(self, typology):
         return [s.describe() for s in self.registry.get(typology).stages]
@@ -175,6 +183,8 @@ class Ops:
     def op_remove(self, typology):
         name = str(typology)
         state = self.registry.remove(name)
+        if state == 'REMOVED':
+            self.master.failed_items.forget(name)
         self.master.forget_snapshots()
         return {'typology': name, 'state': state}
 

@@ -1,11 +1,13 @@
-"""rz: the control client of rz-master. It shows the workers, typologies, nodes, runs and
-logs the master knows, and starts, stops, restarts, scales and removes typologies.
+"""rz: the control client of rz-master. It shows the workers, typologies, nodes, runs,
+failed items and logs the master knows, and starts, stops, restarts, scales and removes
+typologies.
 
 Usage:
   rz [options] workers
   rz [options] ls
   rz [options] ps [TYPOLOGY]
   rz [options] runs TYPOLOGY [--limit=N]
+  rz [options] failures TYPOLOGY [--limit=N]
   rz [options] (start | stop | restart | remove) TYPOLOGY
   rz [options] scale TYPOLOGY STAGE N
   rz [options] logs TYPOLOGY [-f] [-n N]
@@ -15,10 +17,12 @@ Usage:
 
 workers: the workers, their state and load. ls: the typologies, their schedules and
 runs. ps: the nodes of every typology, or of one. runs: a typology's runs, newest first.
-start, stop, restart, remove: change a typology's state. scale: give the stage STAGE
-(its name, or its number from 0) N nodes. logs: a typology's last log lines. console: a
-shell of these commands. keygen: write a CURVE key pair, NAME.key (public, to give to the
-peers that let this one in) and NAME.key_secret (for --curve-key), in --dir.
+failures: a typology's failed items, newest first, as its nodes reported them (the master
+keeps the last 200). start, stop, restart, remove: change a typology's state. scale: give
+the stage STAGE (its name, or its number from 0) N nodes. logs: a typology's last log
+lines. console: a shell of these commands. keygen: write a CURVE key pair, NAME.key
+(public, to give to the peers that let this one in) and NAME.key_secret (for
+--curve-key), in --dir.
 
 Options:
   -H, --host=HOST      rz-master's host [default: 127.0.0.1].
@@ -29,7 +33,7 @@ Options:
                        REZINA_MASTER_KEY; by default our own).
   --dir=DIR            keygen: the directory of the key files [default: .].
   --json               Print the master's answer as JSON instead of a table.
-  --limit=N            runs: show the newest N runs [default: 50].
+  --limit=N            runs, failures: show the newest N [default: 50].
   -n, --lines=N        logs: show the last N lines [default: 100].
   -f, --follow         logs: then print new lines as they come, until Ctrl-C, which
                        ends rz with status 0.
@@ -117,9 +121,9 @@ def request_of(args):
         return ('workers' if args['workers'] else 'ls'), {}
     if args['ps']:
         return 'ps', {'typology': typology}
-    if args['runs']:
-        return 'runs', {'typology': typology,
-                        'limit': whole_number(args['--limit'], '--limit', 1)}
+    if args['runs'] or args['failures']:
+        return ('runs' if args['runs'] else 'failures'), {
+            'typology': typology, 'limit': whole_number(args['--limit'], '--limit', 1)}
     if args['scale']:
         stage = args['STAGE']
         return 'scale', {'typology': typology,
@@ -320,6 +324,10 @@ ROUTINE_LEVELS = ('DEBUG', 'INFO', 'WARNING')
 EXIT_WORDS = ('exited with status', 'was killed by')
 
 
+def cut(text):
+    return text if len(text) <= ERROR_WIDTH else text[:ERROR_WIDTH - 3] + '...'
+
+
 def last_error(row, now):
     """How a node last ended (the first line of its last error) and, when its stderr ended
     with an error rather than a routine log line, that line; cut to ERROR_WIDTH."""
@@ -332,7 +340,7 @@ def last_error(row, now):
         line = how
         if len(lines) > 1 and not any(f' {level} ' in tail for level in ROUTINE_LEVELS):
             line = f"{how}: {tail}"
-    return line if len(line) <= ERROR_WIDTH else line[:ERROR_WIDTH - 3] + '...'
+    return cut(line)
 
 
 def workers_columns(rows):
@@ -357,6 +365,9 @@ def ps_columns(rows):
                ('STATE', field('state'), False), ('RESTARTS', field('restarts'), True),
                ('IN', field('items_in'), True), ('OUT', field('items_out'), True),
                ('FAILED', field('failed'), True), ('RATE', rate, True)]
+    for key, header in (('dropped', 'DROPPED'), ('redelivered', 'REDELIVERED')):
+        if any(row.get(key) for row in rows):       # shown where there is one to see
+            columns.append((header, field(key), True))
     if any(isinstance(row.get('oldest_age'), (int, float)) for row in rows):
         columns.append(('OLDEST', oldest, True))
     if any(row.get('last_error') for row in rows):
@@ -372,5 +383,12 @@ def runs_columns(rows):
             ('FAILED', field('failed'), True)]
 
 
+def failures_columns(rows):
+    return [('AT', lambda row, now: local(row.get('at')), False),
+            ('ITEM', field('id'), False), ('NODE', node_name, False),
+            ('ERROR', field('error'), False),
+            ('MESSAGE', lambda row, now: cut(shown(row.get('message'))), False)]
+
+
 TABLES = {'workers': workers_columns, 'ls': ls_columns, 'ps': ps_columns,
-          'runs': runs_columns}
+          'runs': runs_columns, 'failures': failures_columns}

@@ -108,6 +108,7 @@ class Bocca(Node):
         self.failing_since = None  # when the first failed write of it began
         self.failed_writes = 0
         self.write_began = 0.0
+        self.write_seconds = 0.0   # spent in the sink's write
         self.failed_at = 0.0       # when the last write failed
         self.reported_at = None    # when the outage was last reported
         self.down = False          # the last failure was BackendDown: no item is to blame
@@ -134,7 +135,7 @@ class Bocca(Node):
 
     def counters(self):
         counters = {'stored': self.stored, 'in_flight': self.pending_items,
-                    'sink_failing_for': 0.0}
+                    'sink_failing_for': 0.0, 'busy_seconds': round(self.write_seconds, 3)}
         since = self.failing_since
         if since is not None:
             counters['sink_failing_for'] = round(time.monotonic() - since, 1)
@@ -381,6 +382,8 @@ class Bocca(Node):
             self.retry_wait = min(defaults.SINK_RETRY_MAX, max(1.0, self.retry_wait * 2))
             self.retry_at = time.monotonic() + self.retry_wait
             return False
+        finally:
+            self.write_seconds += time.monotonic() - self.write_began
         self.retry_wait = 0.0
         return True
 

@@ -8,6 +8,11 @@ on stderr, at most LINES_PER_SECOND of them a second.
 A record in the sink is a dict: id, item, error (the exception type), message, traceback,
 attempts, and node (NAME@HOST:PID); its item id is the failed item's, so a sink that
 stores an id once (sqlite:PATH) keeps one record per failed item.
+
+The node also keeps the newest RECENT_KEPT failures, without their items, for its status
+to rz-worker (and so rz-master): each has a sequence number, and each status carries those
+reported since the status STATUSES_PER_RECORD before it, so that one the worker replaces
+before passing it on loses none, and the master takes each once by its number.
 """
 
 import logging
@@ -16,7 +21,7 @@ import queue
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 
 from rezina import defaults
 from rezina.errors import SinkError, UsageError
@@ -29,6 +34,11 @@ BACKOFF = defaults.ERROR_WRITE_BACKOFF
 MAX_WRITE = defaults.ERROR_WRITE_MAX
 LOST_IDS_SHOWN = 20         # ids of lost error records named in the log line
 RUNS_COUNTED = 64           # runs whose failures a node reports to its rz-worker
+RECENT_KEPT = 50            # failures kept, without their items, for the status
+RECENT_PER_STATUS = 20      # most of them one status carries
+STATUSES_PER_RECORD = 5     # statuses that carry each of them
+MESSAGE_CHARS = 200         # of a failure's message, on one line, in the status
+TRACE_CHARS = 300           # of the end of its traceback
 _CLOSE = object()           # the writer thread's cue to finish
 
 
@@ -44,6 +54,8 @@ class Failures:
         self.count = 0
         self.by_type = Counter()
         self.by_run = OrderedDict()     # failures of the last RUNS_COUNTED runs, by run id
+        self.recent = deque(maxlen=RECENT_KEPT)     # the newest, for the status
+        self._marks = deque(maxlen=STATUSES_PER_RECORD)     # count at each recent status
         self._clock = clock
         self._backoff = backoff
         self._window_start = None
@@ -74,6 +86,10 @@ class Failures:
             self.by_run[run] = self.by_run.pop(run, 0) + 1
             if len(self.by_run) > RUNS_COUNTED:
                 self.by_run.popitem(last=False)
+        self.recent.append({'seq': self.count, 'id': str(item_id), 'run': run or None,
+                            'error': str(error_type), 'message': one_line(message),
+                            'traceback': trace_tail(traceback),
+                            'attempts': attempts, 'at': round(time.time(), 3)})
         if self._queue is None or self._closed_lost is not None:
             self._log_line(item_id, error_type, message, traceback, attempts)
             return None
@@ -85,6 +101,16 @@ class Failures:
         self._queued += 1
         self._queue.put((item_id, run or None, record))
         return self._queued
+
+    def for_status(self):
+        """The recent failures a status carries: those reported since the status
+        STATUSES_PER_RECORD before this one, at most the newest RECENT_PER_STATUS."""
+        marks = self._marks
+        since = marks[0] if len(marks) == marks.maxlen else 0
+        marks.append(self.count)
+        if since == self.count:
+            return []
+        return [r for r in self.recent if r['seq'] > since][-RECENT_PER_STATUS:]
 
     @property
     def settled(self):
@@ -210,6 +236,22 @@ def _open(spec, mode):
     except (UsageError, SinkError) as exc:
         raise type(exc)(f"--errors {spec}: {exc}") from None
     return sink
+
+
+def one_line(message):
+    """A message on one line, cut to MESSAGE_CHARS."""
+    text = ' '.join(str(message).split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + '...'
+
+
+def trace_tail(traceback):
+    """The last TRACE_CHARS of a traceback, from the start of a line where one starts."""
+    text = str(traceback or '')
+    if len(text) <= TRACE_CHARS:
+        return text
+    tail = text[-TRACE_CHARS:]
+    line = tail.find('\n') + 1
+    return tail[line:] if 0 < line < len(tail) else tail
 
 
 def _describe(exc):

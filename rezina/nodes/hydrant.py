@@ -283,7 +283,8 @@ class Hydrant(Node):
     def counters(self):
         return {'items_out': self.drained, 'runs_in_flight': len(self.runs),
                 'fired': self.overlap.fired, 'skipped': self.overlap.skipped,
-                'missed': self.schedule.missed}
+                'missed': self.schedule.missed,
+                'busy_seconds': round(sum(p.seconds for p in self.pullers), 3)}
 
     # ending
 

@@ -162,11 +162,14 @@ class Node:
         """What the worker's heartbeat reports of this node."""
         status = {'op': 'status', 'node': self.name, 'pid': os.getpid(),
                   'stopping': self.stop_requested, 'failed': self.failures.count,
-                  **self.counters()}
+                  'rejected': self.network.rejected, **self.counters()}
         if self.failures.by_run:
             status['failed_by_run'] = dict(self.failures.by_run)
-        if self.network.rejected:
-            status['rejected'] = self.network.rejected
+        recent = self.failures.for_status()
+        if recent:
+            status['recent_failures'] = recent
+        if 'redelivered' not in status and self.output is not None:
+            status['redelivered'] = self.output.redelivered
         return status
 
     def counters(self):

@@ -112,8 +112,11 @@ class Notch(Node):
                 + self.output.pending_items)
 
     def counters(self):
+        pool = self.pool
         return {'items_in': self.items_in, 'items_out': self.items_out,
-                'in_flight': self.load(), 'oldest_age': self.oldest_age()}
+                'in_flight': self.load(), 'oldest_age': self.oldest_age(),
+                'dropped': pool.dropped, 'busy_seconds': round(pool.busy_seconds, 3),
+                'redelivered': pool.redelivered + self.output.redelivered}
 
     def oldest_age(self):
         """Seconds since the oldest item not yet done came in, or None if none is held."""

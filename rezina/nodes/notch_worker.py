@@ -6,26 +6,27 @@ socketpair, as a msgpack stream of records:
     parent -> child   ['U', unit_no, run, ids, count, payload]   a unit of work
     child -> parent   ['R']                                       ready to work
                       ['X', message]                              cannot start (then exits)
-                      ['D', unit_no, ids, count, payload, failures, seconds]
+                      ['D', unit_no, ids, count, payload, failures, seconds, dropped]
 
 A child has `lanes` lanes, each working through whole units, one item after another: in
 mode 'threads' a lane is a thread calling FUNC(item); in mode 'async' it is a task on the
 child's one event loop awaiting FUNC(item), an `async def` function or an async generator
 function (each value it yields is one output, with id SEQ.K, as for a generator).
 
-`failures` lists [seq, error type, message, traceback, item, attempts] of the items that
-raised or whose result cannot be encoded: item is the input item (None when it did not
-decode), attempts the calls made on it (0 when it did not decode, 1 for a result that
-cannot be encoded). With retries=N an item that raises is called up to N more times, after
-a backoff. While an item runs, its lane's two slots in memory shared with the parent hold
-(unit_no + 1, index), so that if the child dies the parent knows which items were running,
-as opposed to only queued. A lane's `retried` counter, also shared, goes up as a backoff
-before a call made again starts (odd) and as the call starts (even), so that the parent,
-which times the calls (--timeout) by watching these, sees each call start and does not
-time the waits. In mode 'async' a call that runs past `timeout` is cancelled here
-and fails as a TimeoutError; other calls are timed out by the parent, which kills the
-child. The child exits once the parent's end of file has come and the units it had are
-done.
+`seconds` is the time the lane spent on the unit, `dropped` how many of its items FUNC
+returned None for, and `failures` lists [seq, error type, message, traceback, item,
+attempts] of the items that raised or whose result cannot be encoded: item is the input
+item (None when it did not decode), attempts the calls made on it (0 when it did not
+decode, 1 for a result that cannot be encoded). With retries=N an item that raises is
+called up to N more times, after a backoff. While an item runs, its lane's two slots in
+memory shared with the parent hold (unit_no + 1, index), so that if the child dies the
+parent knows which items were running, as opposed to only queued. A lane's `retried`
+counter, also shared, goes up as a backoff before a call made again starts (odd) and as the
+call starts (even), so that the parent, which times the calls (--timeout) by watching
+these, sees each call start and does not time the waits. In mode 'async' a call that runs
+past `timeout` is cancelled here and fails as a TimeoutError; other calls are timed out by
+the parent, which kills the child. The child exits once the parent's end of file has come
+and the units it had are done.
 """
 
 import ctypes
@@ -81,6 +82,7 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retri
     out_seqs = spans = None
     if failures:
         out_seqs, spans = [], []
+    dropped = 0
     slot[0] = unit_no + 1
     for index, item in enumerate(items):
         slot[1] = index
@@ -100,12 +102,15 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retri
             if result is not None:
                 _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans,
                          failures)
+            else:
+                dropped += 1
             continue
         append(result)
         if out_seqs is not None:
             out_seqs.append(seqs[index])
     slot[0] = 0
-    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started)
+    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
+                 dropped)
 
 
 async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retries=0,
@@ -115,6 +120,7 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
     started = time.perf_counter()
     seqs, items, failures = _decode(ids, count, payload)
     outputs, out_seqs, spans = [], [], []
+    dropped = 0
     slot[0] = unit_no + 1
     for index, item in enumerate(items):
         slot[1] = index
@@ -123,6 +129,7 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
         result = await _await_call(func, item, retries, seqs[index], failures, timeout,
                                    retried)
         if result is None or result is _FAILED:
+            dropped += result is None
             continue
         if type(result) is _ASYNC_GENERATOR:
             await _fan_out_async(result, seqs[index], index, item, outputs, out_seqs,
@@ -133,7 +140,8 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
             outputs.append(result)
             out_seqs.append(seqs[index])
     slot[0] = 0
-    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started)
+    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
+                 dropped)
 
 
 def _decode(ids, count, payload):
@@ -252,7 +260,8 @@ async def _fan_out_async(generator, seq, index, item, outputs, out_seqs, spans, 
     spans.append((first, first + k, index))
 
 
-def _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started):
+def _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
+          dropped=0):
     """The 'D' record of a unit, its outputs encoded."""
     out_payload, unencodable = codec.encode_items(outputs)
     if unencodable:
@@ -267,7 +276,7 @@ def _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started
         out_seqs = protocol.seqs_without(out_seqs, unencodable)
     out_ids = ids if out_seqs is None else protocol.compact_ids(out_seqs)
     return ['D', unit_no, out_ids, len(outputs) - len(unencodable), out_payload, failures,
-            time.perf_counter() - started]
+            time.perf_counter() - started, dropped]
 
 
 def pack_record(record):

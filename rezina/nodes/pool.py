@@ -77,6 +77,8 @@ class Pool:
         self.unit_size = 1
         self.per_item = None        # seconds, a moving average
         self.redelivered = 0
+        self.dropped = 0            # items FUNC returned None for
+        self.busy_seconds = 0.0     # the lanes' time on units, summed
         self.failing_starts = 0
         self.deaths_in_row = 0      # deaths of children since a unit last finished
         self.private_fds = []       # the parent's fds a child must not hold open
@@ -206,7 +208,9 @@ class Pool:
     def _record(self, child, record):
         kind = record[0]
         if kind == 'D':
-            _, unit_no, ids, count, payload, failures, seconds = record
+            _, unit_no, ids, count, payload, failures, seconds, dropped = record
+            self.dropped += dropped
+            self.busy_seconds += seconds
             unit = child.units.pop(unit_no)
             child.alone = False
             self.deaths_in_row = 0
@@ -304,6 +308,7 @@ class Pool:
                 unit.deaths[index] = unit.deaths.get(index, 0) + 1
                 if unit.deaths[index] >= self.max_deliveries:
                     self._quarantine(unit, index, how)
+                    failed += 1
             for index in sorted(expired.get(unit.no, ()), reverse=True):
                 failed += self._time_out(unit, index)
             if unit.count:
@@ -318,7 +323,7 @@ class Pool:
                         self.timeout, items - failed)
         else:
             log.warning("%s: worker %d (pid %d) %s; restarting it, %d items redelivered",
-                        self.name, child.index, pid, how, items)
+                        self.name, child.index, pid, how, items - failed)
         self._fork(child)
 
     def _count_death(self, child, how):

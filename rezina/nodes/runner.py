@@ -132,6 +132,8 @@ class Puller(threading.Thread):
         self.specials = 0             # Chunks and RunMarks handed over so far
         self.woken = False
         self.busy = False             # given a run it has not finished pulling
+        self.seconds = 0.0            # spent pulling: in the source, not waiting for permits
+        self._since = None            # when the time not yet in seconds began
         # read and written by the main thread only
         self.current = None
         self.specials_seen = 0
@@ -158,10 +160,12 @@ class Puller(threading.Thread):
             if run is None:
                 return
             self.permits.enter(1)
+            self._since = time.perf_counter()
             try:
                 self._pull(run)
             finally:
                 self.permits.enter(-1)
+                self._count_time()
 
     def _pull(self, run):
         self._hand(RunMark(run))
@@ -185,12 +189,25 @@ class Puller(threading.Thread):
         self.busy = False       # before the end mark: the main thread may give another run
         self._hand(RunMark(run, end=True, error=error, cut=not exhausted))
 
+    def _count_time(self):
+        now = time.perf_counter()
+        self.seconds += now - self._since
+        self._since = now
+
+    def _take_permits(self):
+        """permits.take(), its wait left out of the time spent pulling."""
+        self._count_time()
+        try:
+            return self.permits.take()
+        finally:
+            self._since = time.perf_counter()
+
     def _hand_sequence(self, sequence):
         """Hand a sequence over in slices as large as the permits: it cannot block.
         True once all of it is handed over; False if a stop came first."""
         position = 0
         while position < len(sequence):
-            budget = self.permits.take()
+            budget = self._take_permits()
             if not budget:
                 return False
             chunk = Chunk(sequence[position:position + budget])
@@ -214,7 +231,7 @@ class Puller(threading.Thread):
         try:
             while True:
                 if not budget:
-                    budget = self.permits.take()
+                    budget = self._take_permits()
                     if not budget:
                         return False
                 try:
@@ -238,7 +255,7 @@ class Puller(threading.Thread):
         try:
             while True:
                 if not budget:
-                    budget = await to_thread(self.permits.take)
+                    budget = await to_thread(self._take_permits)
                     if not budget:
                         return False
                 try:

@@ -7,10 +7,10 @@
   const POLL_MS = 1500;
   const CHART_SECONDS = 90;       // the span of a throughput chart, at most
   const MIN_SPAN = 20;            // ... and at least
-  const LOG_KEEP = 500;           // log lines kept (the failed items are found in them)
+  const LOG_KEEP = 500;           // log lines kept
   const LOG_SHOWN = 200;
   const RUNS_SHOWN = 20;
-  const FAILED_SHOWN = 20;        // failed items listed, the newest
+  const FAILED_SHOWN = 20;        // failed items listed, the newest (the master keeps 200)
   const TOKEN_KEY = 'rezina-token';
 
   // HTML that escapes every value put into it; html`` results nest without escaping twice
@@ -36,6 +36,14 @@
 
   function put(element, safe) {
     element.innerHTML = safe.text;
+  }
+
+  // an element holding text as text, for the parts built without html``
+  function textElement(tag, text, className) {
+    const element = document.createElement(tag);
+    if (text !== undefined) element.textContent = text;
+    if (className) element.className = className;
+    return element;
   }
 
   // the API
@@ -105,9 +113,16 @@
     return seconds(end - run.started) + (run.ended ? '' : ' so far');
   }
 
+  function stateKind(name) {
+    return /^[A-Za-z]+$/.test(name || '') ? name.toLowerCase() : 'unknown';
+  }
+
   function state(name) {
-    const kind = /^[A-Za-z]+$/.test(name || '') ? name.toLowerCase() : 'unknown';
-    return html`<span class="state state-${kind}">${name || '–'}</span>`;
+    return html`<span class="state state-${stateKind(name)}">${name || '–'}</span>`;
+  }
+
+  function stateElement(name) {
+    return textElement('span', name || '–', `state state-${stateKind(name)}`);
   }
 
   function typologyLink(name) {
@@ -240,9 +255,10 @@
     }
 
     async function update() {
-      const [detail, runs] = await Promise.all([
+      const [detail, runs, failures] = await Promise.all([
         api(`typologies/${encodeURIComponent(name)}`),
         api(`typologies/${encodeURIComponent(name)}/runs?limit=${RUNS_SHOWN}`),
+        api(`typologies/${encodeURIComponent(name)}/failures?limit=${FAILED_SHOWN}`),
       ]);
       await readLog();
       const t = detail.typology;
@@ -252,7 +268,7 @@
       showScale(detail.stages);
       showStages(detail.stages, detail.nodes);
       showRuns(runs);
-      showFailures(runs, detail.nodes);
+      showFailures(failures, runs, detail.nodes);
       showLog();
     }
 
@@ -320,8 +336,12 @@
       if (!nodes.length) return html`<p class="empty">No node placed.</p>`;
       return html`<table><thead><tr><th>Node</th><th>Worker</th><th class="num">PID</th>
         <th>State</th><th class="num">Restarts</th><th class="num">In</th>
-        <th class="num">Out</th><th class="num">Failed</th><th class="num">Rate /s</th>
-        <th class="num">In flight</th><th class="num">Oldest</th></tr></thead><tbody>
+        <th class="num">Out</th><th class="num">Failed</th><th class="num">Dropped</th>
+        <th class="num" title="Items sent again: a lost consumer's, a dead worker's">Redeliv.</th>
+        <th class="num">Rate /s</th>
+        <th class="num">In flight</th><th class="num">Oldest</th>
+        <th class="num" title="Seconds its function ran (a sink: its writes)">Busy</th>
+        </tr></thead><tbody>
         ${nodes.map((n) => html`<tr data-node="${n.stage}#${n.index}">
           <td>${n.stage}#${n.index}</td><td>${n.worker || '–'}</td>
           <td class="num">${num(n.pid)}</td><td>${state(n.state)}</td>
@@ -329,8 +349,12 @@
           <td class="num" data-field="items_in">${num(n.items_in)}</td>
           <td class="num" data-field="items_out">${num(n.items_out)}</td>
           <td class="num ${n.failed ? 'bad' : ''}" data-field="failed">${num(n.failed)}</td>
+          <td class="num" data-field="dropped">${num(n.dropped)}</td>
+          <td class="num" data-field="redelivered">${num(n.redelivered)}</td>
           <td class="num">${num(n.rate)}</td><td class="num">${num(n.in_flight)}</td>
-          <td class="num">${seconds(n.oldest_age)}</td></tr>`)}</tbody></table>`;
+          <td class="num">${seconds(n.oldest_age)}</td>
+          <td class="num" data-field="busy_seconds">${seconds(n.busy_seconds)}</td>
+          </tr>`)}</tbody></table>`;
     }
 
     function showRuns(runs) {
@@ -343,33 +367,48 @@
         </tbody></table>`);
     }
 
-    // The master counts failures (per run, per node) but keeps no list of failed items:
-    // the items shown are those the nodes logged, found in the last lines of the log.
-    function showFailures(runs, nodes) {
-      const items = [], untold = [];
-      log.lines.forEach((line) => {
-        const failed = /(\S+): item (\S+) failed: (.*)$/.exec(line);
-        if (failed) items.push({ node: failed[1], id: failed[2], error: failed[3] });
-        else if (/more items failed in the last second/.test(line)) untold.push(line);
-      });
-      const broken = nodes.filter((n) => n.last_error);
+    // The failed items the master heard of from the nodes, newest first; the runs with
+    // failed items; each node's last error. Built as text: no HTML is parsed from them.
+    function showFailures(failures, runs, nodes) {
+      const parts = [textElement('p', 'The newest failed items, as the nodes reported them ' +
+        '(rz-master keeps the last 200 of a typology, without the items; a stage\'s ' +
+        '--errors sink gets those).', 'note'), failedTable(failures)];
       const runsFailed = runs.filter((r) => r.failed);
-      put(el('.failures'), html`
-        <p class="note">rz-master counts failed items but does not keep them: below are
-          the failures the nodes logged in the last ${LOG_KEEP} lines of the log, the
-          runs with failed items, and each node's last error.</p>
-        ${items.length ? html`<table class="failed-items"><thead><tr><th>Item</th><th>Node</th>
-          <th>Error</th></tr></thead><tbody>${items.slice(-FAILED_SHOWN).reverse().map((f) => html`
-          <tr><td>${f.id}</td><td>${f.node}</td><td class="error-text">${f.error}</td></tr>`)}
-          </tbody></table>` : html`<p class="empty">No failed item in the log's tail.</p>`}
-        ${items.length > FAILED_SHOWN ? html`<p class="note">${items.length - FAILED_SHOWN}
-          older failed items are in the log.</p>` : ''}
-        ${untold.length ? html`<p class="note">${untold.length} log lines say more items
-          failed than were logged.</p>` : ''}
-        ${runsFailed.length ? html`<p>Runs with failed items: ${runsFailed.map((r) =>
-          html`<span class="chip">${r.run_id}: ${r.failed}</span> `)}</p>` : ''}
-        ${broken.map((n) => html`<div class="last-error"><b>${n.stage}#${n.index}</b>
-          ${state(n.state)} last error:<pre>${n.last_error}</pre></div>`)}`);
+      if (runsFailed.length) {
+        const line = textElement('p', 'Runs with failed items: ');
+        runsFailed.forEach((r) => line.append(textElement('span', `${r.run_id}: ${r.failed}`,
+          'chip'), ' '));
+        parts.push(line);
+      }
+      nodes.filter((n) => n.last_error).forEach((n) => {
+        const box = textElement('div', undefined, 'last-error');
+        box.append(textElement('b', `${n.stage}#${n.index}`), ' ', stateElement(n.state),
+          ' last error:', textElement('pre', n.last_error));
+        parts.push(box);
+      });
+      el('.failures').replaceChildren(...parts);
+    }
+
+    function failedTable(failures) {
+      if (!failures.length) return textElement('p', 'No failed item.', 'empty');
+      const table = textElement('table', undefined, 'failed-items');
+      const head = table.createTHead().insertRow();
+      ['Item', 'Node', 'Error', 'Message', 'Time'].forEach((title) => {
+        head.append(textElement('th', title));
+      });
+      const body = table.createTBody();
+      failures.forEach((f) => {
+        const row = body.insertRow();
+        [['id', f.id], ['node', `${f.stage}#${f.index}`], ['error', f.error],
+          ['message', f.message], ['at', clock(f.at)]].forEach(([field, text]) => {
+          const cell = textElement('td', text === null || text === undefined ? '–' : text);
+          cell.dataset.field = field;
+          row.append(cell);
+        });
+        row.cells[3].className = 'error-text';
+        if (f.traceback) row.title = f.traceback;
+      });
+      return table;
     }
 
     async function readLog() {
