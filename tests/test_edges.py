@@ -176,3 +176,20 @@ def test_a_producer_that_joins_while_another_holds_the_credit_is_not_starved(
     for proc in (idle, sink):
         assert proc.wait(timeout=30) == 0, stderr_of(proc)
     assert len(stored(db)) == 52
+
+
+def test_a_bound_source_with_consumers_2_waits_for_a_second_consumer_that_comes_late(
+        procs, tmp_path):
+    # without --consumers the source ends once its first consumer has everything, and a
+    # consumer that connects afterwards waits for ever
+    port = free_port()
+    source = procs.start(['rz-hydrant', '--consumers', '2', '--out', f'tcp://127.0.0.1:{port}',
+                          'fixtures_funcs:numbers', '40'])
+    first, late = tmp_path / 'first.jsonl', tmp_path / 'late.jsonl'
+    sinks = [procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{port}', f'jsonl:{first}'])]
+    wait_for(lambda: first.exists() and len(first.read_text().splitlines()) == 40,
+             timeout=20, what='the first consumer to have every item')
+    sinks.append(procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{port}', f'jsonl:{late}']))
+    for proc in (source, *sinks):
+        assert proc.wait(timeout=20) == 0, stderr_of(proc)
+    assert late.read_text() == ''

@@ -10,6 +10,8 @@ Each ARG is passed to FUNC as its JSON value where it parses as JSON, else as a 
 Options:
   -o, --out=ENDPOINT     Where items go: '-' (stdout) or a ZeroMQ address, tcp://HOST:PORT
                          or ipc://PATH; binds unless prefixed with '>' [default: -].
+  --consumers=N          With a bound --out: end only once N consumers have been heard
+                         from [default: 0].
   --kwargs=JSON          Keyword arguments for FUNC, as a JSON object.
   --name=NAME            The source's name in item ids (by default MOD.FUNC, with a hash of
                          the arguments when there are any).
@@ -51,7 +53,7 @@ from collections import deque
 from itertools import repeat
 
 from rezina import defaults, exitcodes
-from rezina.cli import run_command, set_max_item_bytes
+from rezina.cli import int_option, run_command, set_max_item_bytes
 from rezina.errors import UsageError
 from rezina.security import Security
 from rezina.nodes.node import Node, one_shot_label, output_endpoint
@@ -376,7 +378,7 @@ def build(args):
                       args['--overlap'], Failures(name, args['--errors']))
     hydrant.security = Security.from_args(args)
     hydrant.attach_control(args['--control-fd'])
-    hydrant.open_output(out)
+    hydrant.open_output(out, int_option(args, '--consumers', 0))
     return hydrant
 
 

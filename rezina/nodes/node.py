@@ -175,7 +175,7 @@ class Node:
     def counters(self):
         return {}
 
-    def open_output(self, endpoint):
+    def open_output(self, endpoint, consumers=0):
         """The node's output: a PipeWriter on stdout or an Outbox on a ZeroMQ port."""
         if endpoint.is_stdio and endpoint.fmt == 'json':
             self.output = TextWriter(take_stdout(), self.on_acked, with_ids=endpoint.ids,
@@ -183,7 +183,7 @@ class Node:
         elif endpoint.is_stdio:
             self.output = PipeWriter(take_stdout(), self.on_acked)
         else:
-            self.output = Outbox(self.network, self.on_acked)
+            self.output = Outbox(self.network, self.on_acked, consumers=consumers)
             self._add_port(endpoint, self.output)
         return self.output
 

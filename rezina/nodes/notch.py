@@ -20,6 +20,8 @@ Options:
   -o, --out=ENDPOINT     Where results go: '-' (stdout) or a ZeroMQ address; binds unless
                          prefixed with '>' [default: -].
   --producers=N          With a bound --in: wait for N producers before ending [default: 0].
+  --consumers=N          With a bound --out: end only once N consumers have been heard
+                         from [default: 0].
   --follow               Do not end when every producer has ended: wait for more
                          until stopped (rz-master's nodes of a periodic typology).
   --keep-order           Send results in the order their items came in.
@@ -268,7 +270,7 @@ def _serve(args):
     try:
         notch.security = Security.from_args(args)
         notch.attach_control(args['--control-fd'])
-        notch.open_output(out)
+        notch.open_output(out, int_option(args, '--consumers', 0))
         notch.open_inputs(inputs, notch.window(), producers, args['--follow'])
         return notch.serve()
     finally:

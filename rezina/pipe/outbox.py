@@ -15,8 +15,10 @@ class Outbox:
 
     role = 'producer'
 
-    def __init__(self, network, on_acked, unacked_max=defaults.UNACKED_MAX):
+    def __init__(self, network, on_acked, unacked_max=defaults.UNACKED_MAX, consumers=0):
         self.network = network
+        self.consumers = consumers      # --consumers: how many must be heard from
+        self.heard = set()
         self.on_acked = on_acked
         self.unacked_max = unacked_max
         self.pending = deque()
@@ -108,12 +110,14 @@ class Outbox:
         return not self.pending and not self.unacked_items
 
     def ready_to_finish(self):
-        """True once a consumer is there to be told end of stream."""
+        """True once a consumer is there to be told end of stream (and, with --consumers
+        N, once N have been heard from: a bound output cannot know how many will come)."""
         links = self.network.links_of(self)
         connecting = [link for link in links if not link.port.bound]
         if any(link.session is None for link in connecting):
             return False
-        return any(link.alive for link in links)
+        self.heard.update((link.port, link.key) for link in links)
+        return len(self.heard) >= self.consumers and any(link.alive for link in links)
 
     def announce_drain(self):
         """Tell every consumer this producer is stopping: its stream ends soon."""
