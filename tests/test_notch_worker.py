@@ -16,7 +16,7 @@ import fixtures_async
 from conftest import wait_for
 
 from rezina import defaults
-from rezina.nodes import notch_worker
+from rezina.nodes import notch_worker, unit_record
 from rezina.pipe import codec
 
 
@@ -190,7 +190,7 @@ def test_a_failure_whose_item_cannot_be_sent_is_sent_without_it():
     record = ['D', 1, [], 0, codec.encode_items([])[0],
               [[3, 'ValueError', 'bad \udc80', 'trace', {'at': when}, 1],
                [4, 'ValueError', 'changed', 'trace', {'now': {1, 2}}, 2]], 0.5]
-    sent = codec.unpackb(notch_worker.pack_record(record))
+    sent = codec.unpackb(unit_record.pack_record(record))
     assert sent[5] == [[3, 'ValueError', 'bad \\udc80', 'trace', {'at': when}, 1],
                        [4, 'ValueError', 'changed', 'trace', None, 2]]
 

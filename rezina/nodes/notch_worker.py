@@ -17,16 +17,17 @@ function (each value it yields is one output, with id SEQ.K, as for a generator)
 returned None for, and `failures` lists [seq, error type, message, traceback, item,
 attempts] of the items that raised or whose result cannot be encoded: item is the input
 item (None when it did not decode), attempts the calls made on it (0 when it did not
-decode, 1 for a result that cannot be encoded). With retries=N an item that raises is
-called up to N more times, after a backoff. While an item runs, its lane's two slots in
-memory shared with the parent hold (unit_no + 1, index), so that if the child dies the
-parent knows which items were running, as opposed to only queued. A lane's `retried`
-counter, also shared, goes up as a backoff before a call made again starts (odd) and as the
-call starts (even), so that the parent, which times the calls (--timeout) by watching
-these, sees each call start and does not time the waits. In mode 'async' a call that runs
-past `timeout` is cancelled here and fails as a TimeoutError; other calls are timed out by
-the parent, which kills the child. The child exits once the parent's end of file has come
-and the units it had are done.
+decode, 1 for a result that cannot be encoded); rezina.nodes.unit_record builds the
+record. With retries=N an item that raises is called up to N more times, after a
+backoff. While an item runs, its lane's two slots in memory shared with the parent hold
+(unit_no + 1, index), so that if the child dies the parent knows which items were
+running, as opposed to only queued. A lane's `retried` counter, also shared, goes up as
+a backoff before a call made again starts (odd) and as the call starts (even), so that
+the parent, which times the calls (--timeout) by watching these, sees each call start
+and does not time the waits. In mode 'async' a call that runs past `timeout` is
+cancelled here and fails as a TimeoutError; other calls are timed out by the parent,
+which kills the child. The child exits once the parent's end of file has come and the
+units it had are done.
 """
 
 import ctypes
@@ -45,14 +46,14 @@ import msgpack
 
 from rezina import defaults
 from rezina.errors import RezinaError
-from rezina.pipe import codec, protocol
+from rezina.nodes.unit_record import (HOLE, decode_unit, done_record, failure_entry, fan_out,
+                                      fan_out_async, pack_record, timed_out)
 from rezina.target import resolve_callable
 
 MODES = ('threads', 'async')
 PR_SET_PDEATHSIG = 1
 _GENERATOR = types.GeneratorType
 _ASYNC_GENERATOR = types.AsyncGeneratorType
-_HOLE = object()            # an item that did not decode
 _FAILED = object()          # an item whose calls all raised
 
 
@@ -74,7 +75,7 @@ def retry_delay(attempts):
 def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retried=None):
     """Call func on every item of a unit; return the 'D' record."""
     started = time.perf_counter()
-    seqs, items, failures = _decode(ids, count, payload)
+    seqs, items, failures = decode_unit(ids, count, payload)
     outputs = []
     append = outputs.append
     # None while every output so far is its input's one result; then the outputs' seqs,
@@ -86,7 +87,7 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retri
     slot[0] = unit_no + 1
     for index, item in enumerate(items):
         slot[1] = index
-        if item is _HOLE:
+        if item is HOLE:
             continue
         try:
             result = func(item)
@@ -100,8 +101,8 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retri
             if out_seqs is None:
                 out_seqs, spans = list(seqs[:index]), []
             if result is not None:
-                _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans,
-                         failures)
+                fan_out(result, seqs[index], index, item, outputs, out_seqs, spans,
+                        failures)
             else:
                 dropped += 1
             continue
@@ -109,8 +110,8 @@ def process_unit(func, unit_no, run, ids, count, payload, slot, retries=0, retri
         if out_seqs is not None:
             out_seqs.append(seqs[index])
     slot[0] = 0
-    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
-                 dropped)
+    return done_record(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures,
+                       started, dropped)
 
 
 async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retries=0,
@@ -118,13 +119,13 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
     """Await func on every item of a unit, one after another; return the 'D' record. A
     call (or an async generator's whole fan-out) longer than timeout s is cancelled."""
     started = time.perf_counter()
-    seqs, items, failures = _decode(ids, count, payload)
+    seqs, items, failures = decode_unit(ids, count, payload)
     outputs, out_seqs, spans = [], [], []
     dropped = 0
     slot[0] = unit_no + 1
     for index, item in enumerate(items):
         slot[1] = index
-        if item is _HOLE:
+        if item is HOLE:
             continue
         result = await _await_call(func, item, retries, seqs[index], failures, timeout,
                                    retried)
@@ -132,41 +133,16 @@ async def process_unit_async(func, unit_no, run, ids, count, payload, slot, retr
             dropped += result is None
             continue
         if type(result) is _ASYNC_GENERATOR:
-            await _fan_out_async(result, seqs[index], index, item, outputs, out_seqs,
-                                 spans, failures, timeout)
+            await fan_out_async(result, seqs[index], index, item, outputs, out_seqs,
+                                spans, failures, timeout)
         elif type(result) is _GENERATOR:
-            _fan_out(result, seqs[index], index, item, outputs, out_seqs, spans, failures)
+            fan_out(result, seqs[index], index, item, outputs, out_seqs, spans, failures)
         else:
             outputs.append(result)
             out_seqs.append(seqs[index])
     slot[0] = 0
-    return _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
-                 dropped)
-
-
-def _decode(ids, count, payload):
-    """(seqs, items, failures) of a unit; an item that does not decode is a _HOLE."""
-    seqs = range(ids, ids + count) if isinstance(ids, int) else ids
-    try:
-        items, bad = codec.decode_items(payload)
-    except ValueError as exc:
-        items, bad = [], [(i, str(exc)) for i in range(count)]
-    if not bad:
-        return seqs, items, []
-    holes = {i for i, _ in bad}
-    kept = iter(items)
-    items = [_HOLE if i in holes else next(kept) for i in range(count)]
-    return seqs, items, [[seqs[i], 'DecodeError', reason, '', None, 0] for i, reason in bad]
-
-
-def _failure(seq, exc, item, attempts, note=''):
-    trace = ''.join(traceback.format_exception(exc))
-    return [seq, type(exc).__name__, f"{exc}{note}", trace, item, attempts]
-
-
-def timed_out(timeout, note=''):
-    """The failure message of a call that ran past --timeout."""
-    return f"timed out after {timeout:g} s{note}"
+    return done_record(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures,
+                       started, dropped)
 
 
 def _call_again(func, item, retries, exc, seq, failures, retried=None):
@@ -184,7 +160,7 @@ def _call_again(func, item, retries, exc, seq, failures, retried=None):
             if again.__context__ is exc:     # called in the handling of the last attempt:
                 again.__context__ = None     # its traceback is not this one's cause
             exc = again
-    failures.append(_failure(seq, exc, item, attempts))
+    failures.append(failure_entry(seq, exc, item, attempts))
     return _FAILED
 
 
@@ -207,7 +183,7 @@ async def _await_call(func, item, retries, seq, failures, timeout=None, retried=
             if limit is not None and limit.expired():
                 exc = TimeoutError(timed_out(timeout))
             if attempts > retries:
-                failures.append(_failure(seq, exc, item, attempts))
+                failures.append(failure_entry(seq, exc, item, attempts))
                 return _FAILED
         _count(retried)
         await asyncio.sleep(retry_delay(attempts))
@@ -225,76 +201,6 @@ async def _call(func, item):
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-# A generator that raises part way is not called again: the results it gave before are
-# outputs already, and a second run would give them twice.
-
-def _fan_out(generator, seq, index, item, outputs, out_seqs, spans, failures):
-    first, k = len(outputs), 0
-    try:
-        for value in generator:
-            outputs.append(value)
-            out_seqs.append(f"{seq}.{k}")
-            k += 1
-    except Exception as exc:
-        failures.append(_failure(seq, exc, item, 1, f" (after {k} results)"))
-    spans.append((first, first + k, index))
-
-
-async def _fan_out_async(generator, seq, index, item, outputs, out_seqs, spans, failures,
-                         timeout=None):
-    import asyncio
-    first, k = len(outputs), 0
-    limit = asyncio.timeout(timeout)        # None: no limit
-    try:
-        async with limit:
-            async for value in generator:
-                outputs.append(value)
-                out_seqs.append(f"{seq}.{k}")
-                k += 1
-    except Exception as exc:
-        if limit.expired():
-            exc = TimeoutError(timed_out(timeout))
-        failures.append(_failure(seq, exc, item, 1, f" (after {k} results)"))
-    spans.append((first, first + k, index))
-
-
-def _done(unit_no, ids, seqs, items, outputs, out_seqs, spans, failures, started,
-          dropped=0):
-    """The 'D' record of a unit, its outputs encoded."""
-    out_payload, unencodable = codec.encode_items(outputs)
-    if unencodable:
-        if out_seqs is None:
-            out_seqs, spans = list(seqs[:len(outputs)]), []
-        index_of = {seq: index for index, seq in enumerate(seqs)}
-        for i, reason in unencodable:
-            source = next((index for first, end, index in spans if first <= i < end),
-                          None)
-            item = items[index_of[out_seqs[i]] if source is None else source]
-            failures.append([out_seqs[i], 'ItemNotEncodable', reason, '', item, 1])
-        out_seqs = protocol.seqs_without(out_seqs, unencodable)
-    out_ids = ids if out_seqs is None else protocol.compact_ids(out_seqs)
-    return ['D', unit_no, out_ids, len(outputs) - len(unencodable), out_payload, failures,
-            time.perf_counter() - started, dropped]
-
-
-def pack_record(record):
-    """A record's bytes; a failure's item or text that cannot be encoded is left out."""
-    try:
-        return codec.packb(record)
-    except (TypeError, ValueError, OverflowError):
-        if record[0] != 'D':
-            raise
-    # the function changed an input item in place, or a message holds a lone surrogate
-    for failure in record[5]:
-        for field in (1, 2, 3):
-            failure[field] = failure[field].encode('utf-8', 'backslashreplace').decode()
-        try:
-            codec.packb(failure[4])
-        except (TypeError, ValueError, OverflowError):
-            failure[4] = None
-    return codec.packb(record)
 
 
 class Worker:

@@ -18,6 +18,7 @@ import zmq
 from rezina.errors import RezinaError
 from rezina.nodes import notch_worker
 from rezina.nodes.unit import Unit
+from rezina.nodes.unit_record import timed_out
 from rezina.pipe import codec
 
 log = logging.getLogger(__name__)
@@ -277,8 +278,7 @@ class Pool:
         if times <= self.retries and times < self.max_deliveries:
             return False        # called again, as an item that raised is
         seq, item = unit.drop(index)
-        self.on_failed(unit, seq, item, 'TimeoutError', notch_worker.timed_out(self.timeout),
-                       times)
+        self.on_failed(unit, seq, item, 'TimeoutError', timed_out(self.timeout), times)
         return True
 
     # death
