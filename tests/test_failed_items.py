@@ -2,7 +2,7 @@
 statuses carry is kept once, the newest first, the last KEPT of a typology."""
 
 from rezina.control.failed_items import FailedItems
-from rezina.control.registry import Placement
+from rezina.control.records import Placement
 
 
 def failure(seq, at, item=None):

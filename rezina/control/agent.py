@@ -25,11 +25,11 @@ import sys
 import time
 from collections import deque
 
-import msgpack
 import zmq
 
 from rezina import defaults
 from rezina.control import protocol, snapshot
+from rezina.control.control_channel import Channel
 from rezina.control.protocol import BadMessage, decode, encode
 from rezina.control.supervisor import BACKOFF, FAILED, LIVE, STOPPED, NodeSpec, Supervisor
 from rezina.errors import RezinaError
@@ -44,54 +44,6 @@ STOPPING = 'STOPPING'
 GOODBYE_LINGER_MS = 500         # how long a stopping worker tries to say goodbye
 SNAPSHOT_GC_INTERVAL = 600.0    # seconds between removals of the snapshots no node uses
 PENDING = 'PENDING'             # a start that could not begin (no code): its last_error says why
-
-
-class Channel:
-    """The worker's end of one node process's `--control-fd` socketpair."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
-        self.out = bytearray()
-        self.status = None          # the last status record, without its op
-        self.bound = []             # the endpoints the node bound
-        self.connected = set()      # the endpoints sent in connect records
-        self.ended = False          # the node closed its end (poll would wake at once)
-
-    def read(self):
-        """The records the node has sent since the last read."""
-        records = []
-        for _ in range(64):         # bounded, so a chatty node cannot hold the loop
-            try:
-                data = self.sock.recv(1 << 16)
-            except (BlockingIOError, OSError):
-                break
-            if not data:
-                self.ended = True
-                break
-            self.unpacker.feed(data)
-            try:
-                records.extend(r for r in self.unpacker if isinstance(r, dict))
-            except (ValueError, msgpack.UnpackException) as exc:
-                log.warning("control: a record that does not decode (%s): ignored", exc)
-                self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
-        return records
-
-    def send(self, record):
-        self.out += msgpack.packb(record, use_bin_type=True)
-        self.flush()
-
-    def flush(self):
-        """Send what waits, without blocking; the rest goes on a later step."""
-        while self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.out.clear()
-                return
-            del self.out[:sent]
 
 
 class Agent:

@@ -1,20 +1,9 @@
-"""rz-master's HTTP JSON API (docs/control-plane.md, "HTTP" and "Client ops").
+"""rz-master's HTTP JSON API server (docs/control-plane.md, "HTTP"): it reads requests,
+checks the token and the Origin of actions, and writes the answers.
 
-Runs in the rz-master process, in a thread of its own. It reads nothing itself: every HTTP
-request becomes control-socket requests to the master, through a Client of its own for
-that request, so it answers exactly what `rz` would.
-
-    GET  /api/workers                          workers
-    GET  /api/typologies                       ls
-    GET  /api/typologies/NAME                  {typology: its ls entry, stages, nodes}
-    GET  /api/typologies/NAME/nodes            ps of NAME
-    GET  /api/typologies/NAME/runs?limit=N     runs (limit 50 by default)
-    GET  /api/typologies/NAME/failures?limit=N failures: failed items, newest first (50)
-    GET  /api/typologies/NAME/logs?cursor=C&limit=N
-                                               logs (no cursor: the last lines; limit 100)
-    GET  /api/nodes                            ps of every typology
-    POST /api/typologies/NAME/start|stop|restart|remove
-    POST /api/typologies/NAME/scale            body {"stage": NAME or NUMBER, "n": N}
+Runs in the rz-master process, in a thread of its own. It reads nothing itself: what each
+path answers is in rezina/control/api_routes.py, the console's files in web.py and the
+metrics in metrics.py.
 
 Answers are JSON: 200 {"result": ...}, or {"error": "one line"} with 400 (a bad request),
 401 (a POST without the token), 403 (a POST from another origin), 404 (no such path, or a
@@ -41,6 +30,8 @@ import time
 import urllib.parse
 
 from rezina import defaults
+from rezina.control import api_routes
+from rezina.control.api_routes import HttpError, Master, Raw
 from rezina.control.protocol import Client
 from rezina.errors import RezinaError
 from rezina.security import is_loopback
@@ -53,18 +44,6 @@ REQUEST_TIMEOUT = 10.0          # seconds a connection may take to send its requ
 LINGER = 2.0                    # seconds a refused body is read and dropped after the answer
 LINGER_BYTES = 4 << 20          # ... and at most this many bytes of it
 CLOSE_TIMEOUT = 2.0             # seconds close() waits for the serving thread
-ACTIONS = frozenset(('start', 'stop', 'restart', 'remove', 'scale'))
-NOT_KNOWN = ('unknown typology', 'no typology')     # master errors that are a 404
-NO_ANSWER = 'no answer from rz-master'
-
-
-class HttpError(Exception):
-    """An answer other than 200: its status and one-line error."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def load_token(state_dir):
@@ -180,108 +159,6 @@ class HttpApi:
             return False
         return hmac.compare_digest(given.strip().encode(), self.token.encode())
 
-    def answer_get(self, parts, query):
-        """The result of a GET of /api/PARTS..."""
-        with _Master(self) as master:
-            if parts == ['workers']:
-                return master.request('workers')
-            if parts == ['nodes']:
-                return master.request('ps', typology=(query.get('typology') or [''])[-1]
-                                      or None)
-            if parts == ['typologies']:
-                return master.request('ls')
-            if len(parts) == 2 and parts[0] == 'typologies':
-                return self._typology(master, parts[1])
-            if len(parts) == 3 and parts[0] == 'typologies':
-                name, what = parts[1], parts[2]
-                if what == 'nodes':
-                    return master.request('ps', typology=name)
-                if what in ('runs', 'failures'):
-                    return master.request(what, typology=name,
-                                          limit=_count(query, 'limit', 50))
-                if what == 'logs':
-                    cursor = _number(query, 'cursor')
-                    return master.request('logs', typology=name, cursor=cursor,
-                                          limit=_count(query, 'limit', 100))
-        raise HttpError(404, f"no such path: /api/{'/'.join(parts)}")
-
-    def _typology(self, master, name):
-        known = [t for t in master.request('ls') if t.get('name') == name]
-        if not known:
-            raise HttpError(404, f"no typology {name!r}")
-        return {'typology': known[0],
-                'stages': master.request('stages', typology=name),
-                'nodes': master.request('ps', typology=name)}
-
-    def answer_post(self, name, action, body):
-        """The result of a POST of an action to a typology."""
-        args = {'typology': name}
-        if action == 'scale':
-            if not isinstance(body, dict):
-                raise HttpError(400, 'scale needs a JSON object {"stage": ..., "n": ...}')
-            stage, n = body.get('stage'), body.get('n')
-            if isinstance(stage, bool) or not isinstance(stage, (str, int)):
-                raise HttpError(400, 'scale needs "stage": a stage name or number')
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise HttpError(400, 'scale needs "n": a number of nodes from 1')
-            args.update(stage=stage, n=n)
-        with _Master(self) as master:
-            return master.request(action, **args)
-
-
-def _count(query, key, default):
-    value = _number(query, key)
-    if value is None:
-        return default
-    if value < 1:
-        raise HttpError(400, f"{key} must be at least 1")
-    return value
-
-
-def _number(query, key):
-    """The integer value of a query parameter, or None if it is absent or empty."""
-    values = query.get(key)
-    if not values or values[-1] == '':
-        return None
-    try:
-        return int(values[-1])
-    except ValueError:
-        raise HttpError(400, f"{key} must be an integer, not {values[-1]!r}") from None
-
-
-class Raw:
-    """An answer that is not the API's JSON: a page of the console, the metrics."""
-
-    def __init__(self, content_type, body, status=200):
-        self.content_type = content_type
-        self.body = body if isinstance(body, bytes) else body.encode('utf-8')
-        self.status = status
-
-
-class _Master:
-    """A Client for one HTTP request (a Client is not safe to share between threads);
-    master errors become HTTP errors."""
-
-    def __init__(self, api):
-        self.client = api.client()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.client.close()
-
-    def request(self, op, **args):
-        try:
-            return self.client.request(op, **args)
-        except RezinaError as exc:
-            message = str(exc)
-            if message.startswith(NO_ANSWER):
-                raise HttpError(502, message) from None
-            if any(words in message.lower() for words in NOT_KNOWN):
-                raise HttpError(404, message) from None
-            raise HttpError(409, message) from None
-
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -344,7 +221,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == '/metrics':
             self._body_length()
             from rezina.control import metrics
-            with _Master(self.server.api) as master:
+            with Master(self.server.api) as master:
                 return metrics.render(master)
         if not path.startswith('/api/'):
             self._body_length()
@@ -352,12 +229,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return web.page(path)
         parts, query = self._route()
         self._body_length()         # a GET's body is not read, but a large one is refused
-        return self.server.api.answer_get(parts, query)
+        return api_routes.answer_get(self.server.api, parts, query)
 
     def _post(self):
         api = self.server.api
         parts, _ = self._route()
-        if len(parts) != 3 or parts[0] != 'typologies' or parts[2] not in ACTIONS:
+        if len(parts) != 3 or parts[0] != 'typologies' or parts[2] not in api_routes.ACTIONS:
             raise HttpError(404, f"no such action: {urllib.parse.urlsplit(self.path).path}")
         origin = self.headers.get('Origin')
         if origin is not None and not api.own_origin(origin):
@@ -366,7 +243,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise HttpError(401, "an action needs the header 'Authorization: Bearer TOKEN' "
                                  "with the master's token")
         body = self._read_body()
-        return api.answer_post(parts[1], parts[2], body)
+        return api_routes.answer_post(api, parts[1], parts[2], body)
 
     def _body_length(self):
         """The request body's length in bytes, up to MAX_BODY."""

@@ -17,7 +17,8 @@ from rezina.control import plan, protocol, snapshot
 from rezina.control.failed_items import FailedItems
 from rezina.control.ops import Ops
 from rezina.control.protocol import BadMessage, decode, encode
-from rezina.control.registry import DONE, ENDED, WAITING, Registry
+from rezina.control.records import DONE, ENDED, WAITING
+from rezina.control.registry import Registry
 from rezina.errors import RezinaError
 from rezina.security import Security
 

@@ -8,7 +8,7 @@ Runs in a thread of rz-master's HTTP server; every figure comes from the client 
 import math
 import time
 
-from rezina.control.http import HttpError, Raw
+from rezina.control.api_routes import HttpError, Raw
 
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 RUNS_WINDOW = 100           # the runs of a typology that the run figures look at

@@ -10,7 +10,7 @@ import os
 import time
 
 from rezina.control import plan, targets
-from rezina.control.registry import ACTIVE, OFFLINE
+from rezina.control.records import ACTIVE, OFFLINE
 from rezina.errors import RezinaError
 from rezina.schedule import resolve_first, grid_index
 

@@ -1,93 +1,22 @@
-"""What rz-master wants run where: typologies, their node placements and the workers, in
-memory, written through to the State (see docs/control-plane.md, "States").
+"""What rz-master wants run where: its registry of typologies, their node placements and
+the workers, in memory, written through to the State (see docs/control-plane.md, "States").
 
 Runs in rz-master's one thread. The Registry decides (place, move, scale, stop); the
-Master feeds it the workers' reports and sends the WANTs it builds.
-
-Placement states, as the workers report them (STARTING, RUNNING, BACKOFF, FAILED,
-STOPPING, PENDING) and the master's own:
-
-    WAITING   placed, not yet started: no worker, or its producers have no endpoint yet
-    DONE      exited 0 by itself (a one-shot run ended)
-
-A placement's `want` is 'run' or 'stop'. A 'stop' placement is forgotten once its worker
-no longer reports it, has stopped it, or is offline.
+Master feeds it the workers' reports and sends the WANTs it builds. The records it holds,
+and their states, are in rezina/control/records.py.
 """
 
-import datetime
 import logging
 import time
 
 from rezina import defaults
 from rezina.control import plan
+from rezina.control.records import (ACTIVE, COMPLETE, DEGRADED, DONE, FAILED, OFFLINE,
+                                    ONLINE, RUNNING, STARTING, STOPPED, STOPPING, WAITING,
+                                    Placement, Typology, Worker, one_shot_id)
 from rezina.errors import RezinaError, UsageError
 
 log = logging.getLogger(__name__)
-
-ONLINE, OFFLINE = 'ONLINE', 'OFFLINE'
-WAITING, DONE, FAILED, RUNNING = 'WAITING', 'DONE', 'FAILED', 'RUNNING'
-# typology states
-STARTING, DEGRADED, STOPPING, STOPPED, COMPLETE = (
-    'STARTING', 'DEGRADED', 'STOPPING', 'STOPPED', 'COMPLETE')
-ACTIVE = (STARTING, RUNNING, DEGRADED)
-ENDED = ('STOPPED', FAILED, 'PENDING')      # reported states of a node that is not running
-
-
-def one_shot_id():
-    """The run id of a one-shot typology's start: UTC, to the millisecond."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime('%Y%m%dT%H%M%S.') + f"{now.microsecond // 1000:03d}Z"
-
-
-class Worker:
-    def __init__(self, id, host, address, slots, session, state=ONLINE, seen=None):
-        self.id = id
-        self.host = host
-        self.address = address
-        self.slots = max(1, int(slots or 1))
-        self.session = session
-        self.state = state
-        self.seen = seen if seen is not None else time.monotonic()
-        self.wall_seen = time.time()
-        self.peer = None            # its ROUTER identity
-        self.reported = {}          # node_id -> its last report
-
-
-class Placement:
-    def __init__(self, node_id, typology, stage, idx, worker_id=None, generation=1,
-                 base=None, state=WAITING, restarts=0, last_error=None, endpoint=None,
-                 want='run'):
-        self.node_id = node_id
-        self.typology = typology
-        self.stage = stage
-        self.idx = idx
-        self.worker_id = worker_id
-        self.generation = generation
-        self.base = base or []
-        self.state = state
-        self.restarts = restarts
-        self.last_error = last_error
-        self.endpoint = endpoint
-        self.want = want
-        self.argv = None            # the command line it was last started with
-        self.sent_at = None         # when a start was last sent (monotonic)
-        self.status = {}
-        self.pid = None
-        self.rate = 0.0
-        self._last = None           # (monotonic, items) of the last status, for the rate
-
-    def saved(self):
-        return {'base': self.base, 'want': self.want, 'argv': self.argv}
-
-
-class Typology:
-    def __init__(self, name, spec, snapshot, state):
-        self.name = name
-        self.spec = spec
-        self.snapshot = snapshot
-        self.state = state
-        self.stages = plan.stages(spec)
-        self.removing = False       # forget it once its nodes have stopped
 
 
 class Registry:

@@ -22,7 +22,7 @@ import time
 import msgpack
 
 from rezina import defaults
-from rezina.control.supervisor import die_with_parent
+from rezina.control.child_process import die_with_parent
 from rezina.errors import RezinaError
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,6 @@ and sends SIGKILL if it is still there STOP_TIMEOUT s later by the clock.
 """
 
 import collections
-import ctypes
 import logging
 import os
 import signal
@@ -45,6 +44,8 @@ import time
 from dataclasses import dataclass
 
 from rezina import defaults
+from rezina.control.child_process import (death_signal_preexec, describe_exit,
+                                          exit_code, find_prctl, reap, send_signal)
 from rezina.errors import RezinaError
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ FAILED = 'FAILED'
 STOPPED = 'STOPPED'
 LIVE = (STARTING, RUNNING)
 
-PR_SET_PDEATHSIG = 1
 _READ_SIZE = 1 << 16
 _READS_PER_POLL = 16            # so one chatty child cannot hold up the others
 _LONGEST_LINE = 1 << 16         # bytes: a longer line without a newline is cut here
@@ -133,7 +133,7 @@ class Supervisor:
         self.on_lines = on_lines
         self.on_exit = on_exit
         self.nodes = {}
-        self._prctl = _find_prctl()
+        self._prctl = find_prctl()
 
     def start(self, spec):
         """Start a node; a STOPPED or FAILED node of the same node_id is replaced."""
@@ -149,14 +149,14 @@ class Supervisor:
         for node in list(self.nodes.values()):
             if node.proc is not None:
                 self._read_stderr(node)
-                status = _reap(node.proc.pid)
+                status = reap(node.proc.pid)
                 if status is not None:
                     self._exited(node, status)
             now = self.clock()
             if node.proc is not None and node.kill_at is not None and now >= node.kill_at:
                 log.warning("node %s: no exit %s s after SIGTERM; SIGKILL",
                             node.node_id, STOP_TIMEOUT)
-                _signal(node.proc.pid, signal.SIGKILL)
+                send_signal(node.proc.pid, signal.SIGKILL)
                 node.kill_at = None
             if node.state == STARTING and now - node.started_at >= RUNNING_AFTER:
                 node.state = RUNNING
@@ -186,7 +186,7 @@ class Supervisor:
         elif not node.stopping:
             node.stopping = True
             node.kill_at = self.clock() + timeout
-            _signal(node.proc.pid, signal.SIGTERM)
+            send_signal(node.proc.pid, signal.SIGTERM)
 
     def remove(self, node_id, timeout=STOP_TIMEOUT):
         """Stop a node and forget it, so that reports no longer name it."""
@@ -218,7 +218,7 @@ class Supervisor:
                 argv, env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 pass_fds=(child_end.fileno(),) if child_end else (),
-                preexec_fn=_die_with_parent(self._prctl, os.getpid()))
+                preexec_fn=death_signal_preexec(self._prctl, os.getpid()))
         except (OSError, subprocess.SubprocessError) as exc:
             node.proc = None
             self._close_control(node)
@@ -233,7 +233,7 @@ class Supervisor:
 
     def _exited(self, node, status):
         self._read_stderr(node, to_eof=True)
-        node.proc.returncode = _exit_code(status)   # so Popen never waits on a reused pid
+        node.proc.returncode = exit_code(status)   # so Popen never waits on a reused pid
         node.proc.stderr.close()
         node.proc = None
         if self.on_exit is not None:
@@ -286,7 +286,7 @@ class Supervisor:
                     node.state = STOPPED
                 continue
             node.stopping = True
-            _signal(node.proc.pid, signal.SIGTERM)
+            send_signal(node.proc.pid, signal.SIGTERM)
 
         ended = {}
         waiting = [node for node in nodes if node.proc is not None]
@@ -296,7 +296,7 @@ class Supervisor:
         while waiting:
             for node in list(waiting):
                 self._read_stderr(node)
-                status = _reap(node.proc.pid)
+                status = reap(node.proc.pid)
                 if status is not None:
                     ended[node.node_id] = self._exited(node, status)
                     waiting.remove(node)
@@ -306,7 +306,7 @@ class Supervisor:
                 for node in waiting:
                     log.warning("node %s: no exit %s s after SIGTERM; SIGKILL",
                                 node.node_id, timeout)
-                    _signal(node.proc.pid, signal.SIGKILL)
+                    send_signal(node.proc.pid, signal.SIGKILL)
                 killed = True
                 deadline = time.monotonic() + 10.0
             elif killed and time.monotonic() >= deadline:
@@ -350,66 +350,3 @@ class Supervisor:
                 self.on_lines(node.node_id, lines)
             except Exception as exc:            # a log shipper's bug must not stop nodes
                 log.warning("node %s: on_lines failed: %s", node.node_id, exc)
-
-
-def describe_exit(status):
-    """'exited with status 3' or 'was killed by SIGKILL', from a waitpid status."""
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"was killed by {name}"
-    return f"exited with status {os.WEXITSTATUS(status)}"
-
-
-def _exit_code(status):
-    try:
-        return os.waitstatus_to_exitcode(status)
-    except ValueError:
-        return -1
-
-
-def _reap(pid):
-    """The waitpid status of child pid if it has exited (reaping it), else None."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        # reaped by someone else (SIGCHLD ignored?): its status is lost
-        log.warning("pid %s: exit status lost (reaped elsewhere)", pid)
-        return 1 << 8
-    return status if done else None
-
-
-def _signal(pid, signum):
-    """Signal a child not yet reaped (so its pid cannot have been reused)."""
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _find_prctl():
-    """libc's prctl, or None where there is none (not Linux)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def die_with_parent():
-    """A preexec_fn for a child of this thread that is to end with it."""
-    return _die_with_parent(_find_prctl(), os.getpid())
-
-
-def _die_with_parent(prctl, parent_pid):
-    """A preexec_fn: the child gets SIGTERM when the supervisor's thread dies."""
-    def preexec():
-        if prctl is None:
-            return
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        # the supervisor may have died between fork and prctl: then no signal would come
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return preexec

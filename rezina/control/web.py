@@ -12,7 +12,7 @@ hidden file or a type not listed here is a 404.
 import os
 import urllib.parse
 
-from rezina.control.http import HttpError, Raw
+from rezina.control.api_routes import HttpError, Raw
 
 FILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'console_files')
 INDEX = 'index.html'
