@@ -9,6 +9,8 @@ import logging
 
 import msgpack
 
+from rezina.nodes.control import write_some
+
 log = logging.getLogger(__name__)
 
 
@@ -49,12 +51,4 @@ class Channel:
 
     def flush(self):
         """Send what waits, without blocking; the rest goes on a later step."""
-        while self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.out.clear()
-                return
-            del self.out[:sent]
+        write_some(self.sock, self.out)

@@ -41,6 +41,21 @@ def control_socket(text):
     return sock
 
 
+def write_some(sock, out):
+    """Send what the bytearray out holds, as far as the non-blocking sock takes it now,
+    removing what went; False if the peer is gone (out is then cleared)."""
+    while out:
+        try:
+            sent = sock.send(out)
+        except BlockingIOError:
+            return True
+        except OSError:
+            out.clear()
+            return False
+        del out[:sent]
+    return True
+
+
 class Control:
     """One node's end of the channel, served from the node's loop."""
 
@@ -62,15 +77,9 @@ class Control:
         self._flush()
 
     def _flush(self):
-        while self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except BlockingIOError:
-                break
-            except OSError:
-                self._lost()
-                return
-            del self.out[:sent]
+        if not write_some(self.sock, self.out):
+            self._lost()
+            return
         want = bool(self.out)
         if want != self.writing:
             self.writing = want
