@@ -193,6 +193,12 @@ class Security:
             log.warning("%s: %s is bound without CURVE keys (--insecure): anyone who "
                         "reaches it may connect", name, address)
 
+    def describe(self):
+        """For a start-up log line: whether the sockets are CURVE ones."""
+        if self.keys is None:
+            return "no CURVE keys (plain sockets)"
+        return f"CURVE, public key {self.keys.public.decode()}"
+
     def advertised(self, address):
         """address as others connect to it: with our public key where we have one."""
         return f"{address}#{self.keys.public.decode()}" if self.keys else address

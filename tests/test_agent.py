@@ -13,7 +13,7 @@ import zmq
 from conftest import TESTS, command
 from fakeclock import FakeClock
 from rezina.control import protocol, snapshot
-from rezina.control.agent import Agent
+from rezina.control.agent import STARTS_PER_STEP, Agent
 from rezina.control.protocol import decode, encode
 
 EMPTY_WANT = {'start': [], 'stop': [], 'connect': {}}
@@ -206,6 +206,18 @@ def test_a_node_killed_by_a_signal_is_restarted_and_reported_so(make):
     assert gone(first['pid'])
     # the new process binds again and has its own channel
     driver.until(lambda: (reported(master, 'src') or {}).get('bound'), 'a bound endpoint')
+
+
+def test_many_starts_are_spread_over_steps_so_the_loop_keeps_its_beat(make):
+    master, driver = make()
+    driver.until(lambda: master.of(protocol.HEARTBEAT), 'a heartbeat')
+    master.plan(start=[hydrant(f'src{i}') for i in range(STARTS_PER_STEP + 2)])
+    started = driver.until(lambda: len(driver.agent.supervisor.nodes), 'the first starts')
+    assert started == STARTS_PER_STEP and driver.agent.more_to_start
+    driver.agent.step(0.05)
+    assert len(driver.agent.supervisor.nodes) == STARTS_PER_STEP + 2
+    assert not driver.agent.more_to_start
+    driver.pids.update(n.pid for n in driver.agent.supervisor.nodes.values() if n.pid)
 
 
 def test_a_failing_nodes_stderr_reaches_the_master_as_log(make):

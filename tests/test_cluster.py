@@ -14,6 +14,7 @@ import fixtures_cluster as ws
 from cluster import rows, time_until
 from conftest import stderr_of, wait_for
 from rezina import TypologyBuilder
+from rezina.errors import RezinaError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -196,6 +197,9 @@ def test_scale_up_and_down_mid_run_stores_every_item_once(cluster, tmp_path):
     assert len({n['worker'] for n in nodes}) == 2
     wait_for(lambda: sum(n['items_in'] or 0 for n in cluster.nodes('scaled', 'slowish')
                          if n['index'] > 0) > 0, timeout=30, what='the new nodes at work')
+    # a typo of a count (two workers of 4 slots: at most 32 nodes a stage) is refused
+    with pytest.raises(RezinaError, match=r'scale scaled slowish 1000: .* at most 32 nodes'):
+        cluster.request('scale', typology='scaled', stage='slowish', n=1000)
     cluster.request('scale', typology='scaled', stage=1, n=1)
     wait_for(lambda: len(cluster.nodes('scaled', 'slowish')) == 1, timeout=40,
              what='scaled down')
@@ -248,3 +252,34 @@ def test_a_runs_failed_items_count_those_of_every_stage(cluster, tmp_path):
     wait_for(lambda: len(rows(tmp_path / 'o.db', f"SELECT x FROM items WHERE rz_run = "
                                                  f"'{run['run_id']}'")) == 4,
              what='the 4 good items stored')
+
+
+def test_a_one_shot_notch_that_failed_some_items_is_done_not_restarted(cluster, tmp_path):
+    # it exits 1 (its items failed), having ended its stream: no crash to restart
+    builder(cluster, 'once', n=7, processes=1, notch=ws.picky, db=tmp_path / 'o.db').start()
+    wait_for(lambda: cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=30,
+             what='the run complete')
+    wait_for(lambda: 'some items failed' in ''.join(stderr_of(w)
+                                                    for w in cluster.workers.values()),
+             timeout=10, what="the notch's end in its worker's log")
+    logs = ''.join(stderr_of(w) for w in cluster.workers.values())
+    assert 'once::picky::0: done (exited with status 1: some items failed)' in logs, logs
+    assert 'restart in' not in logs, logs
+
+
+def test_the_nodes_of_a_silent_worker_with_nowhere_to_move_show_as_unknown(procs, tmp_path):
+    from cluster import Cluster
+    lone = Cluster(procs, tmp_path)
+    lone.start_master()
+    worker = lone.start_worker('127.0.0.2')
+    builder(lone, 'alone', n=3, processes=1, db=tmp_path / 'o.db').start(interval=1)
+    lone.wait_running('alone', count=3)
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: lone.worker_state('127.0.0.2') == 'OFFLINE', timeout=15,
+                 what='the worker offline')
+        assert {n['state'] for n in lone.nodes('alone')} == {'UNKNOWN'}
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    wait_for(lambda: {n['state'] for n in lone.nodes('alone')} == {'RUNNING'}, timeout=15,
+             what='its nodes heard from again')

@@ -394,3 +394,10 @@ def test_the_record_stream_is_not_written_to_a_terminal(procs, argv):
         os.close(terminal)
         os.close(main)
     assert "stdout is a terminal" in stderr_of(proc)
+
+
+def test_arguments_after_a_double_dash_reach_the_function_and_the_dash_does_not(procs):
+    source = procs.start(['rz-hydrant', '--format', 'json', 'fixtures_funcs:numbers', '--',
+                          '2', '-1'], stdout=subprocess.PIPE)
+    code, out, err = finish(source)
+    assert (code, out) == (0, b'-1\n0\n'), err

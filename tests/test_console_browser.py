@@ -180,6 +180,7 @@ def test_the_console_shows_the_cluster_live_and_acts_only_with_the_token(cluster
     # scale without the token: refused, and the error shown; the master unchanged
     assert page.text('#token-state') == 'none: actions are refused'
     page.shows(lambda: page.value('form.scale select') == 'picky', 'the scale form')
+    assert page.texts('form.scale select option') == ['picky', 'sqlite']   # no hydrant
     page.type_into('form.scale input[name=n]', '2')
     page.click('form.scale button')
     assert page.confirm() == 'Scale stage picky of weather to 2 nodes?'

@@ -189,7 +189,94 @@ def test_a_bound_source_with_consumers_2_waits_for_a_second_consumer_that_comes_
     sinks = [procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{port}', f'jsonl:{first}'])]
     wait_for(lambda: first.exists() and len(first.read_text().splitlines()) == 40,
              timeout=20, what='the first consumer to have every item')
+    waiting = 'done; waiting for 1 more consumer (--consumers 2) before ending'
+    wait_for(lambda: waiting in stderr_of(source), timeout=20, what='the source to say it waits')
     sinks.append(procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{port}', f'jsonl:{late}']))
     for proc in (source, *sinks):
         assert proc.wait(timeout=20) == 0, stderr_of(proc)
     assert late.read_text() == ''
+    assert stderr_of(source).count('waiting for') == 1
+
+
+def test_a_bound_notch_with_consumers_2_says_once_that_it_waits_for_the_second(
+        procs, tmp_path):
+    a, b = free_port(), free_port()
+    source = procs.start(['rz-hydrant', '--out', f'tcp://127.0.0.1:{a}',
+                          'fixtures_funcs:numbers', '30'])
+    notch = procs.start(['rz-notch', '--consumers', '2', '--in', f'tcp://127.0.0.1:{a}',
+                         '--out', f'tcp://127.0.0.1:{b}', 'fixtures_funcs:double'])
+    first, late = tmp_path / 'first.jsonl', tmp_path / 'late.jsonl'
+    sinks = [procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{b}', f'jsonl:{first}'])]
+    waiting = 'done; waiting for 1 more consumer (--consumers 2) before ending'
+    wait_for(lambda: waiting in stderr_of(notch), timeout=20, what='the notch to say it waits')
+    assert len(first.read_text().splitlines()) == 30
+    sinks.append(procs.start(['rz-bocca', '--in', f'tcp://127.0.0.1:{b}', f'jsonl:{late}']))
+    for proc in (source, notch, *sinks):
+        assert proc.wait(timeout=20) == 0, stderr_of(proc)
+    assert stderr_of(notch).count('waiting for') == 1
+
+
+@pytest.mark.parametrize('stage', ['rz-bocca', 'rz-notch'])
+def test_a_consumer_whose_producer_is_not_up_says_so_once_and_when_it_answers(
+        procs, tmp_path, stage):
+    port = free_port()
+    address = f'tcp://127.0.0.1:{port}'
+    if stage == 'rz-bocca':
+        argv = ['rz-bocca', '--in', address, f'jsonl:{tmp_path / "out.jsonl"}']
+    else:
+        argv = ['rz-notch', '--format', 'json', '--in', address, 'fixtures_funcs:identity']
+    consumer = procs.start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    waiting = f'waiting for a producer at {address}'
+    wait_for(lambda: waiting in stderr_of(consumer), timeout=20,
+             what='the consumer to say it waits')
+    source = procs.start(['rz-hydrant', '--name', 'up', '--out', address,
+                          'fixtures_funcs:numbers', '10'])
+    for proc in (source, consumer):
+        assert proc.wait(timeout=30) == 0, stderr_of(proc)
+    said = stderr_of(consumer)
+    assert said.count('waiting for') == 1 and ' INFO ' in _line_of(said, waiting)
+    assert len(re.findall(rf'up answered at {re.escape(address)} after \d+ s', said)) == 1
+
+
+def test_under_rz_worker_an_unanswered_input_is_logged_at_debug_only(procs, tmp_path):
+    from test_control_fd import Worker          # here: that module imports this one
+    port = free_port()
+    address = f'tcp://127.0.0.1:{port}'
+    channel = Worker()
+    try:
+        sink = procs.start(['rz-bocca', '--log-level', 'debug', '--control-fd',
+                            str(channel.fd), '--in', address, 'null'],
+                           pass_fds=(channel.fd,))
+        channel.started()
+        waiting = f'waiting for a producer at {address}'
+        wait_for(lambda: waiting in stderr_of(sink), timeout=20,
+                 what='the consumer to log its wait')
+        source = procs.start(['rz-hydrant', '--out', address, 'fixtures_funcs:numbers', '5'])
+        for proc in (source, sink):
+            assert proc.wait(timeout=30) == 0, stderr_of(proc)
+    finally:
+        channel.close()
+    said = stderr_of(sink)
+    assert ' DEBUG ' in _line_of(said, waiting)
+    assert ' DEBUG ' in _line_of(said, f'answered at {address}')
+
+
+def _line_of(text, part):
+    """The one line of text that holds part."""
+    [line] = [line for line in text.splitlines() if part in line]
+    return line
+
+
+def test_a_node_removes_the_ipc_socket_files_it_bound(procs, tmp_path):
+    flag = tmp_path / 'go'
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    sink = procs.start(['rz-bocca', '--in', f'@ipc://{b}', 'null'])
+    notch = procs.start(['rz-notch', '--in', f'ipc://{a}', '--out', f'>ipc://{b}',
+                         'fixtures_funcs:identity'])
+    source = procs.start(['rz-hydrant', '--out', f'ipc://{a}', 'fixtures_funcs:one_then_wait',
+                          str(flag)])
+    wait_for(lambda: a.is_socket() and b.is_socket(), timeout=20, what='both socket files')
+    flag.touch()
+    for proc in (source, notch, sink):
+        assert proc.wait(timeout=30) == 0, stderr_of(proc)
+    assert not a.exists() and not b.exists()

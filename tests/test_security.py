@@ -119,6 +119,21 @@ def test_a_bind_outside_loopback_without_keys_is_refused(procs, tmp_path, argv, 
     assert '--insecure' in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_http_api_outside_loopback_needs_insecure_even_with_keys(procs, tmp_path):
+    keys = tmp_path / 'keys'
+    keys.mkdir()
+    subprocess.run([command('rz'), 'keygen', 'master', '--dir', str(keys)], check=True,
+                   capture_output=True, timeout=30)
+    argv = ['rz-master', '-P', str(free_port()), '--http-port', str(free_port()),
+            '--http-host', '0.0.0.0', '--curve-key', str(keys / 'master.key_secret'),
+            '--state-dir', str(tmp_path / 's'), '-L', str(tmp_path), '-W', str(tmp_path)]
+    proc = procs.start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    assert proc.wait(timeout=30) == 2
+    err = stderr_of(proc)
+    assert err.startswith('rz-master: --http-host 0.0.0.0: the HTTP API is plain HTTP')
+    assert '--insecure' in err and len(err.strip().splitlines()) == 1
+
+
 def test_insecure_allows_it_with_a_warning(procs):
     port = free_port()
     source = procs.start(['rz-hydrant', '--out', f'tcp://0.0.0.0:{port}', '--insecure',

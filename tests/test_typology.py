@@ -122,3 +122,34 @@ def test_an_async_notch_gets_coroutines_and_a_sink_may_be_text():
                                                                 'fixtures_typology:fetch']
     assert plan.base_argv(spec, stages[2], '10.0.0.1')[-3:] == [
         '-t', '3', 'fixtures_typology:get_city_weather']
+
+
+@pytest.mark.parametrize('bocca, name', [('sqlite:/data/out.db', 'sqlite'),
+                                         (Stdout, 'Stdout')])
+def test_a_stage_is_described_as_scalable_exactly_when_the_master_would_scale_it(
+        tmp_path, bocca, name):
+    from rezina.control import plan
+    from rezina.control.registry import Registry
+    from rezina.control.state import State
+    spec = (TypologyBuilder('h', 1, 'x').add_hydrant(ws.get_cities)
+            .add_notch(ws.get_city_weather, 1, 3).add_bocca(bocca).spec())
+    if bocca is Stdout:
+        spec['bocca']['remote'] = 'tcp://127.0.0.1:5000'    # as start() gives it
+    state = State.open(tmp_path / 'state')
+    try:
+        registry = Registry(state)
+        registry.put(spec, None)
+        described = {s['stage']: s['scalable']
+                     for s in (stage.describe() for stage in plan.stages(spec))}
+        accepted = {}
+        for stage in described:
+            try:
+                registry.scale('x', stage, 1)
+                accepted[stage] = True
+            except RezinaError:
+                accepted[stage] = False
+    finally:
+        state.close()
+    assert described == accepted
+    assert described == {'get_cities': False, 'get_city_weather': True,
+                         name: bocca is not Stdout}

@@ -43,6 +43,7 @@ RUNS_KEPT = 1000                # run records kept while the master does not hea
 STOPPING = 'STOPPING'
 GOODBYE_LINGER_MS = 500         # how long a stopping worker tries to say goodbye
 SNAPSHOT_GC_INTERVAL = 600.0    # seconds between removals of the snapshots no node uses
+STARTS_PER_STEP = 8             # node processes started in one pass of the loop
 PENDING = 'PENDING'             # a start that could not begin (no code): its last_error says why
 
 
@@ -88,6 +89,7 @@ class Agent:
         self.refused_since = None
         self.next_beat = clock()
         self.next_gc = clock() + SNAPSHOT_GC_INTERVAL
+        self.more_to_start = False  # pending nodes left for the next step
 
     def step(self, timeout):
         """One pass of the loop: wait up to timeout s for the master or a node, then act."""
@@ -97,7 +99,7 @@ class Agent:
         for channel in self.channels.values():
             if channel.sock.fileno() != -1 and not channel.ended:
                 poller.register(channel.sock, zmq.POLLIN)
-        poller.poll(max(0, int(timeout * 1000)))
+        poller.poll(0 if self.more_to_start else max(0, int(timeout * 1000)))
 
         self._receive()
         for node_id, channel in list(self.channels.items()):
@@ -259,7 +261,14 @@ class Agent:
             self.pending[node_id] = spec
 
     def _start_pending(self):
+        """Start the pending nodes, STARTS_PER_STEP at most, so that heartbeats, stops
+        and signals are not held up while many start."""
+        started = 0
+        self.more_to_start = False
         for node_id, spec in list(self.pending.items()):
+            if started == STARTS_PER_STEP:
+                self.more_to_start = True
+                return
             node = self.supervisor.nodes.get(node_id)
             if node is not None and (node.state in LIVE or node.state == BACKOFF):
                 self._stop(node_id, keep_pending=True)    # another generation: it goes first
@@ -268,6 +277,7 @@ class Agent:
                 self._forget(node_id)
             del self.pending[node_id]
             self._start(spec)
+            started += 1
 
     def _start(self, spec):
         node_id, generation = spec['node_id'], spec.get('generation')
@@ -357,6 +367,7 @@ class Agent:
         channel = self.channels.get(node.node_id)
         if channel is not None and channel.sock is node.control_sock:
             self._take_records(node.node_id, channel)
+            node.ended = bool((channel.status or {}).get('ended'))
 
     def _on_lines(self, node_id, lines):
         self.lines.setdefault(node_id, []).extend(lines)

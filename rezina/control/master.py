@@ -65,8 +65,9 @@ class Master:
             except OSError as exc:
                 self.router.close()
                 raise RezinaError(f"cannot use {what} {path}: {exc.strerror}") from None
-        log.info("rz-master listening on %s:%d (workspace %s, logs %s, state %s)", host,
-                 self.port, self.workspace, self.logdir, os.path.dirname(state.path))
+        log.info("rz-master listening on %s:%d, %s (workspace %s, logs %s, state %s)",
+                 host, self.port, self.security.describe(), self.workspace, self.logdir,
+                 os.path.dirname(state.path))
 
     def run(self, should_stop):
         while not should_stop():

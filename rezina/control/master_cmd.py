@@ -22,7 +22,9 @@ Options:
                          REZINA_CURVE_KEY).
   --curve-allow=DIR      The public key files (*.key) of the workers and clients let in,
                          besides the master's own (or REZINA_CURVE_ALLOW).
-  --insecure             Bind a --host outside loopback without CURVE keys.
+  --insecure             Bind a --host outside loopback without CURVE keys, or an HTTP
+                         API (--http-host) outside loopback: it is plain HTTP, the
+                         token is sent in clear.
   -R, --reset            Forget the saved state (it is renamed aside, not deleted): the
                          workers stop the nodes of the typologies it held.
   -D, --daemon           Run in the background: the pid in STATE-DIR/master.pid, the log
@@ -41,7 +43,8 @@ from rezina import notify
 from rezina.cli import int_option, run_command
 from rezina.control.master import Master
 from rezina.control.state import State
-from rezina.security import Security
+from rezina.errors import UsageError
+from rezina.security import Security, is_loopback
 
 log = logging.getLogger(__name__)
 PROG = 'rz-master'
@@ -57,6 +60,13 @@ def _serve(args):
     security = Security.from_args(args)
     if not security.keys:      # refused here, not in the background, nor after -R
         security.check_plain_bind(f"tcp://{args['--host']}:{port}", PROG)
+    if http_port and not is_loopback(args['--http-host']):
+        if not security.insecure:
+            raise UsageError(f"--http-host {args['--http-host']}: the HTTP API is plain "
+                             f"HTTP, its token sent in clear: it binds outside loopback "
+                             f"only with --insecure (or put a TLS proxy in front of it)")
+        log.warning("the HTTP API binds %s outside loopback (--insecure): its token "
+                    "travels in clear", args['--http-host'])
     if args['--daemon']:
         State.open(state_dir).close()           # refuse here, not in the background
         from rezina.control.daemon import daemonize

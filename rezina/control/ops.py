@@ -10,7 +10,7 @@ import os
 import time
 
 from rezina.control import plan, targets
-from rezina.control.records import ACTIVE, OFFLINE
+from rezina.control.records import ACTIVE, OFFLINE, ONLINE
 from rezina.errors import RezinaError
 from rezina.schedule import resolve_first, grid_index
 
@@ -74,9 +74,14 @@ class Ops:
             if typology is not None and p.typology != typology:
                 continue
             s = p.status
+            state = 'STOPPING' if p.want == 'stop' else p.state
+            worker = self.registry.workers.get(p.worker_id)
+            if state in ('STARTING', 'RUNNING') and worker is not None \
+                    and worker.state != ONLINE:
+                state = 'UNKNOWN'       # its worker is not heard from: we cannot tell
             rows.append({'typology': p.typology, 'node_id': p.node_id, 'stage': p.stage,
                          'index': p.idx, 'worker': p.worker_id, 'pid': p.pid,
-                         'state': 'STOPPING' if p.want == 'stop' else p.state,
+                         'state': state,
                          'restarts': p.restarts,
                          'items_in': s.get('items_in'),
                          'items_out': s.get('items_out', s.get('stored')),

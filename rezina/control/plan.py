@@ -40,9 +40,17 @@ class Stage:
         self.weight = weight
         self.extra = extra          # the rest of its spec entry
 
+    @property
+    def scalable(self):
+        """False for a hydrant (one node per source) and for a bocca that runs in the
+        submitting process: `rz scale` refuses both."""
+        if self.kind == HYDRANT:
+            return False
+        return not (self.kind == BOCCA and self.extra.get('remote'))
+
     def describe(self):
         return {'stage': self.name, 'index': self.index, 'kind': self.kind,
-                'target': self.target, 'nodes': self.count}
+                'target': self.target, 'nodes': self.count, 'scalable': self.scalable}
 
 
 def stages(spec):

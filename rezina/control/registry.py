@@ -17,6 +17,7 @@ from rezina.control.records import (ACTIVE, COMPLETE, DEGRADED, DONE, FAILED, OF
 from rezina.errors import RezinaError, UsageError
 
 log = logging.getLogger(__name__)
+NODES_PER_SLOT = 4              # the most nodes a stage may be scaled to, a slot of all workers
 
 
 class Registry:
@@ -199,6 +200,12 @@ class Registry:
             raise UsageError(f"typology {name}: its bocca runs in the submitting process")
         if n < 1:
             raise UsageError(f"scale {name} {stage.name} {n}: expected at least 1 node")
+        slots = sum(w.slots for w in self.workers.values()) or 1
+        if n > NODES_PER_SLOT * slots and n > stage.count:
+            raise UsageError(f"scale {name} {stage.name} {n}: more than {NODES_PER_SLOT} "
+                             f"nodes a slot of the workers ({slots} slots, so at most "
+                             f"{NODES_PER_SLOT * slots} nodes a stage): add workers or "
+                             f"give them more --slots")
         was = stage.count
         counts = dict(t.spec.get('counts') or {})
         counts[stage.name] = n

@@ -9,7 +9,8 @@ states:
     BACKOFF --5 abnormal exits within 60 s--> FAILED (no more restarts)
     any --exits 0, or stop()--> STOPPED
 
-An abnormal exit is a non-zero status or a signal that stop() did not send. The backoff
+An abnormal exit is a non-zero status or a signal that stop() did not send, except status
+1 from a node whose last status said it had ended its work: it counts failed items. The backoff
 doubles with each abnormal exit in a row; a run that lasted a whole FAIL_WINDOW starts
 the count again.
 
@@ -43,7 +44,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from rezina import defaults
+from rezina import defaults, exitcodes
 from rezina.control.child_process import (death_signal_preexec, describe_exit,
                                           exit_code, find_prctl, reap, send_signal)
 from rezina.errors import RezinaError
@@ -111,6 +112,8 @@ class Node:
         self.tail = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.run_lines = 0                      # stderr lines of the current run
         self.partial = b''
+        self.ended = False      # the process said it ended its work (then exit 1 is not a
+                                # crash: it counts its failed items)
 
     @property
     def node_id(self):
@@ -229,6 +232,7 @@ class Supervisor:
                 child_end.close()           # the child holds its own copy
         os.set_blocking(node.proc.stderr.fileno(), False)
         node.state = STARTING
+        node.ended = False
         log.info("node %s: started, pid %s", node.node_id, node.proc.pid)
 
     def _exited(self, node, status):
@@ -248,9 +252,10 @@ class Supervisor:
             node.kill_at = None
             node.state = STOPPED
             log.info("node %s: stopped (%s)", node.node_id, how)
-        elif status == 0:
+        elif status == 0 or (node.ended and exit_code(status) == exitcodes.FAILED):
             node.state = STOPPED
-            log.info("node %s: done (%s)", node.node_id, how)
+            log.info("node %s: done (%s)", node.node_id,
+                     how if status == 0 else f"{how}: some items failed")
         else:
             self._failed_run(node, how)
         return how

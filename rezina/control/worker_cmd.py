@@ -72,8 +72,8 @@ def _serve(args):
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda n, f: stopping.append(n))
-    log.info("rz-worker %s: %d slots, master %s:%d", agent.worker_id, slots, args['--host'],
-             port)
+    log.info("rz-worker %s: %d slots, master %s:%d, %s", agent.worker_id, slots,
+             args['--host'], port, security.describe())
     notifier = notify.default()
     notifier.ready(f"worker {agent.worker_id}: {slots} slots, master {args['--host']}:{port}")
     try:

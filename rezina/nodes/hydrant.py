@@ -2,10 +2,11 @@
 what it returns is one item, pulled only as downstream credit allows.
 
 Usage:
-  rz-hydrant [options] [--path=DIR]... MOD:FUNC [ARG...]
+  rz-hydrant [options] [--path=DIR]... MOD:FUNC [--] [ARG...]
   rz-hydrant (-h | --help | --version)
 
-Each ARG is passed to FUNC as its JSON value where it parses as JSON, else as a string.
+Each ARG is passed to FUNC as its JSON value where it parses as JSON, else as a string;
+after --, an ARG may start with '-'.
 
 Options:
   -o, --out=ENDPOINT     Where items go: '-' (stdout) or a ZeroMQ address, tcp://HOST:PORT
@@ -303,7 +304,7 @@ class Hydrant(Node):
         else:
             drained = (self.schedule_done and not self.ticks and not self.runs
                        and self.overlap.waiting is None and self.output.idle)
-        if drained and (self.output.ready_to_finish() or self.stop_requested):
+        if drained and (self.stop_requested or self.output.ready_to_finish()):
             self.output.finish()
             self.output.pump()          # the end record, now rather than at the next tick
             self.finished = True

@@ -105,6 +105,7 @@ class Node:
         self.input = None
         self.backlog = deque()     # batches read from stdin, not yet taken
         self.stop_requested = False
+        self.ended = False         # run() returned: the node's work is done
         self.stop_requested_at = None
         self.control = None        # the channel to rz-worker, with --control-fd
         self.notifier = notify.default()    # systemd's, for a stage run as a unit
@@ -141,6 +142,7 @@ class Node:
         if text is not None:
             self.control = Control(control_socket(text), self.loop, self._on_control)
             self.notifier = notify.SILENT   # rz-worker watches it, not the worker's systemd
+            self.network.wait_level = logging.DEBUG     # the master knows what is not up
 
     def _on_control(self, record):
         op = record.get('op')
@@ -161,7 +163,8 @@ class Node:
     def status(self):
         """What the worker's heartbeat reports of this node."""
         status = {'op': 'status', 'node': self.name, 'pid': os.getpid(),
-                  'stopping': self.stop_requested, 'failed': self.failures.count,
+                  'stopping': self.stop_requested, 'ended': self.ended,
+                  'failed': self.failures.count,
                   'rejected': self.network.rejected, **self.counters()}
         if self.failures.by_run:
             status['failed_by_run'] = dict(self.failures.by_run)
@@ -337,6 +340,7 @@ class Node:
                 self.notifier.stopping(f"{self.name}: finishing the items in flight")
                 continue
             if self.done():
+                self.ended = True
                 return
             if self.stop_requested and self.drain_expired():
                 log.warning("%s: stopping after %.0f s with items still in flight", self.name,

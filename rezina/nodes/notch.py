@@ -209,7 +209,7 @@ class Notch(Node):
             return self.output.idle or self.drain_expired()
         ended = self.input_finished()
         if ended and not self.open_batches and self.pool.idle and self.output.idle:
-            if self.output.ready_to_finish() or self.stop_requested:
+            if self.stop_requested or self.output.ready_to_finish():
                 # a truncated input ends the output truncated too: the sink must know
                 self.output.finish(clean=not self.input.truncated)
                 self.output.pump()      # the end record, now rather than at the next tick

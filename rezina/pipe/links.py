@@ -15,6 +15,7 @@ from rezina.pipe import codec, protocol
 
 log = logging.getLogger(__name__)
 
+UNANSWERED_TOLD_AFTER = 5.0     # seconds a connecting port waits before it says so
 _NO_HEADER = codec.packb(None)
 
 
@@ -22,7 +23,8 @@ class Link:
     """One peer through one port."""
 
     __slots__ = ('port', 'key', 'session', 'node', 'last_seen', 'last_sent', 'alive',
-                 'credit', 'unacked', 'granted', 'eos', 'acks', 'name', 'draining')
+                 'credit', 'unacked', 'granted', 'eos', 'acks', 'name', 'draining',
+                 'opened', 'told_waiting')
 
     def __init__(self, port, key, now):
         self.port = port
@@ -39,6 +41,8 @@ class Link:
         self.acks = []         # consumer side: batch numbers to acknowledge
         self.draining = False  # consumer side: the producer is stopping (DRAIN)
         self.name = port.address
+        self.opened = now
+        self.told_waiting = False   # its wait for a first answer was logged
 
     def send(self, kind, header=_NO_HEADER, payload=None, now=None):
         frame = kind + header
@@ -62,6 +66,7 @@ class Network:
         self.rejected = 0
         self._rejected_logged_at = float('-inf')
         self._rejected_shown = 0    # the count in the last line logged
+        self.wait_level = logging.INFO  # unanswered ports; DEBUG under rz-worker
 
     def hello_header(self, role, again=False):
         """A greeting; `again` says the sender has reset its side of a link it had."""
@@ -132,6 +137,9 @@ class Network:
         link.node = node
         if link.session != session:
             restarted = link.session is not None
+            if link.told_waiting and not restarted:
+                log.log(self.wait_level, "%s: %s answered at %s after %.0f s",
+                        self.node_name, node, port.address, now - link.opened)
             link.session = session
             if not port.bound:
                 link.send(protocol.HELLO, self.hello_header(edge.role))
@@ -175,7 +183,10 @@ class Network:
             self._rejected_logged_at, self._rejected_shown = now, self.rejected
         for (port, key), link in list(self.links.items()):
             if link.session is None and not port.bound:
-                continue         # never answered yet: nothing to lose (it may start later)
+                # never answered yet: nothing to lose (it may start later)
+                if not link.told_waiting and now - link.opened >= UNANSWERED_TOLD_AFTER:
+                    self._tell_waiting(link)
+                continue
             if link.alive and now - link.last_seen > defaults.PEER_LOST_AFTER:
                 link.alive = False
                 # a producer that ended its stream is expected to go quiet
@@ -190,6 +201,13 @@ class Network:
                 if not link.send(protocol.PING, now=now) and port.bound:
                     # the ROUTER no longer knows it: lose it at the next tick
                     link.last_seen = now - defaults.PEER_LOST_AFTER - 1
+
+    def _tell_waiting(self, link):
+        """Say once that a connecting port's peer has not answered (it may not be up)."""
+        link.told_waiting = True
+        peer = 'producer' if self.roles[link.port].role == 'consumer' else 'consumer'
+        log.log(self.wait_level, "%s: waiting for a %s at %s", self.node_name, peer,
+                link.name)
 
     def links_of(self, edge):
         return [link for link in self.links.values() if self.roles[link.port] is edge]

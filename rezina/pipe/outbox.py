@@ -27,6 +27,7 @@ class Outbox:
         self.next_no = 0
         self.redelivered = 0
         self.eos_sent = False
+        self.told_waiting = False       # the wait for --consumers was logged
 
     def offer(self, batch):
         batch.no = self.next_no
@@ -117,7 +118,18 @@ class Outbox:
         if any(link.session is None for link in connecting):
             return False
         self.heard.update((link.port, link.key) for link in links)
-        return len(self.heard) >= self.consumers and any(link.alive for link in links)
+        if len(self.heard) < self.consumers:
+            self._tell_waiting(self.consumers - len(self.heard))
+            return False
+        return any(link.alive for link in links)
+
+    def _tell_waiting(self, more):
+        """Say once that nothing but --consumers keeps this node from ending."""
+        if not self.told_waiting:
+            self.told_waiting = True
+            log.info("%s: done; waiting for %d more consumer%s (--consumers %d) before "
+                     "ending", self.network.node_name, more, '' if more == 1 else 's',
+                     self.consumers)
 
     def announce_drain(self):
         """Tell every consumer this producer is stopping: its stream ends soon."""

@@ -7,6 +7,7 @@ id on a ROUTER, None on a DEALER, whose one peer is the endpoint it connects to)
 import errno
 import logging
 import os
+import stat
 
 import zmq
 
@@ -48,6 +49,7 @@ class Port:
         security = security or Security()
         self.monitor = None          # a DEALER's handshake failures
         self.refusal = None          # why its handshake failed, once it has
+        self.ipc_file = None         # (path, device, inode) of the socket file bound
         if self.bound:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             try:
@@ -57,6 +59,7 @@ class Port:
                 raise
             self.address = self._bind(endpoint.address, name)
             self.advertised = security.advertised(self.address)
+            self.ipc_file = _socket_file(self.address)
         else:
             self.address = self.advertised = endpoint.address
             # a connect left in the kernel's SYN backoff would wait out its next retry
@@ -120,3 +123,31 @@ class Port:
             unwatch_handshake(self.socket, self.monitor)
             self.monitor = None
         self.socket.close(linger=defaults.LINGER_MS if linger is None else linger)
+        if self.ipc_file is not None:
+            _remove_socket_file(*self.ipc_file)
+            self.ipc_file = None
+
+
+def _socket_file(address):
+    """(path, device, inode) of the socket file an ipc:// address was bound at, else
+    None."""
+    if not address.startswith('ipc://'):
+        return None
+    path = address[len('ipc://'):]
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None         # an abstract socket ('@name'): no file
+    return (path, st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else None
+
+
+def _remove_socket_file(path, device, inode):
+    """Remove the socket file bound at path, unless another process has bound a new one
+    there since (libzmq leaves it behind)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == (device, inode):
+            os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.debug("cannot remove the socket file %s: %s", path, exc)

@@ -97,7 +97,7 @@ export function typologyPage(name, refresh) {
 
   function showScale(stages) {
     const form = el('form.scale');
-    const scalable = stages.filter((s) => s.kind !== 'hydrant');
+    const scalable = stages.filter((s) => s.scalable);
     const names = scalable.map((s) => s.stage).join('\n');
     if (form.dataset.names !== names) {
       form.dataset.names = names;
