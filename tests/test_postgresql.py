@@ -3,6 +3,7 @@ columns, columns added and widened as items need, one row per item id however of
 is delivered, one-line errors, and a server killed mid-run that loses nothing."""
 
 import datetime
+import logging
 import subprocess
 import sys
 import time
@@ -177,6 +178,16 @@ def test_a_value_that_does_not_fit_its_column_widens_it(sink, sql):
         ('a:0', 1, True, 'noon', None), ('b:0', 2.5, 'yes', None, None),
         ('b:1', 3, None, None, None), ('c:0', 1 << 70, None, '2024-05-01T12:00:00', None),
         ('c:1', None, None, None, 'not a dict')]
+
+
+@needs_server
+def test_a_first_write_of_mixed_types_makes_a_wide_column_and_says_so(sink, sql, caplog):
+    items = sink('mixed')
+    with caplog.at_level(logging.WARNING, logger='rezina.backends.postgresql'):
+        items.write(records('a', [{'n': 1, 'same': 'x'}, {'n': 'two', 'same': 'y'}]))
+    assert column_types(sql, 'mixed')['n'] == 'jsonb'
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "column 'n' of table mixed is jsonb, not bigint" in said[0]
 
 
 @needs_server

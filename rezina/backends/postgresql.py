@@ -36,7 +36,7 @@ import re
 
 from rezina.backends.base import BackendDown, Sink
 from rezina.backends.pgtypes import (DOUBLE, ID_COLUMNS, TEXT, BadValue, cell, column_name,
-                                     holding_type)
+                                     first_type, holding_type)
 from rezina.backends.sqlite import quote     # the same SQL identifier quoting
 from rezina.errors import SinkError, UnknownSink
 
@@ -289,6 +289,12 @@ class PostgresqlSink(Sink):
             have = self._columns.get(name)
             if have is None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(name)} {kind}")
+                first = next((first_type(values[name]) for _, _, values in rows
+                              if values.get(name) is not None), kind)
+                if first != kind:
+                    log.warning("%s: column %r of table %s is %s, not %s, to hold every "
+                                "value of its first write", self.name, name, self.table,
+                                kind, first)
             elif have != kind:
                 using = f"{quote(name)}::{kind}" if kind == DOUBLE else f"to_jsonb({quote(name)})"
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} TYPE {kind} "
