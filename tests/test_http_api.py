@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import wait_for
+from rezina.control import api_routes
 from rezina.control.http import HttpApi, load_token
 from rezina.errors import RezinaError
 
@@ -96,6 +97,24 @@ def test_a_get_asks_the_master_the_matching_op(served, path, op, args):
     assert [(h['op'], h['args']) for h in server.seen] == [(op, args)]
 
 
+@pytest.mark.parametrize('path', ['/api/', '/api'])
+def test_the_api_root_lists_the_paths_and_asks_nothing(served, path):
+    api, server = served
+    status, _, answer = call(api, 'GET', path)
+    assert (status, answer) == (200, {'result': api_routes.INDEX})
+    assert server.seen == []
+
+
+def test_every_get_the_api_root_lists_is_answered(served):
+    api, _ = served
+    listed = [route.split()[1] for route in api_routes.INDEX if route.startswith('GET /api')]
+    assert len(listed) == 9
+    for path in listed:
+        path = path.replace('NAME', 'weather').replace('C&', '1&').replace('=N', '=5')
+        status, _, answer = call(api, 'GET', path)
+        assert status == 200, (path, answer)
+
+
 def test_typologies_are_the_masters_ls(served):
     api, server = served
     assert call(api, 'GET', '/api/typologies')[::2] == (200, {'result': LS})
@@ -138,8 +157,6 @@ def test_another_refusal_of_the_master_is_409_with_its_words(served):
 
 @pytest.mark.parametrize('method, path', [
     ('GET', '/nothing'),
-    ('GET', '/api'),
-    ('GET', '/api/'),
     ('GET', '/api/nothing'),
     ('GET', '/api/workers/w1'),
     ('GET', '/api/typologies/weather/nothing'),

@@ -6,6 +6,7 @@ request and writes the answer; each route here becomes control-socket requests t
 master, through a Client of its own for that request, so it answers exactly what `rz`
 would.
 
+    GET  /api/                                 INDEX: every path and what it answers
     GET  /api/workers                          workers
     GET  /api/typologies                       ls
     GET  /api/typologies/NAME                  {typology: its ls entry, stages, nodes}
@@ -24,6 +25,25 @@ from rezina.errors import RezinaError
 ACTIONS = frozenset(('start', 'stop', 'restart', 'remove', 'scale'))
 NOT_KNOWN = ('unknown typology', 'no typology')     # master errors that are a 404
 NO_ANSWER = 'no answer from rz-master'
+
+INDEX = {       # the answer of GET /api/: the routes, as rz-master(1) lists them
+    'GET /api/': 'this list of the paths of the API',
+    'GET /api/workers': 'the workers, as rz workers',
+    'GET /api/typologies': 'the typologies, as rz ls',
+    'GET /api/typologies/NAME': 'a typology: its ls entry, its stages and its nodes',
+    'GET /api/typologies/NAME/nodes': 'its nodes, as rz ps NAME',
+    'GET /api/typologies/NAME/runs?limit=N': 'its runs, newest first (50 by default)',
+    'GET /api/typologies/NAME/failures?limit=N':
+        'its failed items, newest first (50 by default)',
+    'GET /api/typologies/NAME/logs?cursor=C&limit=N':
+        'its log: the last N lines (100), or those since the cursor C of an answer',
+    'GET /api/nodes': 'the nodes of every typology',
+    'GET /metrics': 'the figures of workers, typologies, runs and nodes for Prometheus',
+    'POST /api/typologies/NAME/start|stop|restart|remove':
+        'that action, as rz does it; needs the header Authorization: Bearer TOKEN',
+    'POST /api/typologies/NAME/scale':
+        'body {"stage": NAME or NUMBER, "n": N}, as rz scale; needs the token',
+}
 
 
 class HttpError(Exception):
@@ -71,6 +91,8 @@ class Master:
 
 def answer_get(api, parts, query):
     """The result of a GET of /api/PARTS... from the master behind api."""
+    if not parts:
+        return INDEX
     with Master(api) as master:
         if parts == ['workers']:
             return master.request('workers')

@@ -206,9 +206,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, {'result': result})
 
     def _route(self):
-        """(path parts under /api/, query) of the request; 404 outside /api/."""
+        """(path parts under /api/, query) of the request, no parts for /api itself; 404
+        outside /api/."""
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip('/')
+        if path == '/api':
+            return [], urllib.parse.parse_qs(url.query, keep_blank_values=True)
         if not path.startswith('/api/'):
             raise HttpError(404, f"no such path: {url.path}")
         parts = [urllib.parse.unquote(part) for part in path[len('/api/'):].split('/')]
@@ -223,7 +226,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             from rezina.control import metrics
             with Master(self.server.api) as master:
                 return metrics.render(master)
-        if not path.startswith('/api/'):
+        if path != '/api' and not path.startswith('/api/'):
             self._body_length()
             from rezina.control import web
             return web.page(path)
