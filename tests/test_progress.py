@@ -68,10 +68,15 @@ def test_on_a_terminal_the_line_counts_to_100_percent_and_ends_with_a_newline(pr
             os.close(slave)
     assert bocca.returncode == 0 and hydrant.wait(timeout=10) == 0, text
     assert text.startswith('\r') and text.endswith('\n'), repr(text)
-    last = text.rstrip('\n').split('\r')[-1].rstrip()
+    last = last_drawn(text)
     done, total, percent, failed = LINE.match(last).groups()
     assert (done, total, percent, failed) == ('3000', '3000', '100', '0'), last
     assert text.count('\n') == 1
+
+
+def last_drawn(text):
+    """The last progress line drawn in text (each is written between two '\\r')."""
+    return [part for part in text.rstrip('\n').split('\r') if part.strip()][-1].rstrip()
 
 
 def test_stderr_a_file_gets_no_line_unless_progress_is_given(procs):
@@ -82,7 +87,7 @@ def test_stderr_a_file_gets_no_line_unless_progress_is_given(procs):
         assert proc.wait(timeout=30) == 0, stderr_of(proc)
     assert not LINE.search(stderr_of(plain[1])), stderr_of(plain[1])
     text = forced[1].errfile.read_bytes().decode()     # '\r' as written
-    assert LINE.match(text.rstrip('\n').split('\r')[-1]).group(1) == '50', repr(text)
+    assert LINE.match(last_drawn(text)).group(1) == '50', repr(text)
     assert text.endswith('\n')
 
 
@@ -111,14 +116,14 @@ def test_the_line_is_redrawn_a_few_times_a_second_with_percent_and_eta():
     for step in range(1, 101):              # 100 items a second for 1 s
         clock.now += 0.01
         progress.update(step, 0)
-    assert 1 <= out.getvalue().count('\r') <= REFRESH_PER_SECOND + 1
+    assert 1 <= out.getvalue().count('\r') // 2 <= REFRESH_PER_SECOND + 1    # 2 a drawing
     clock.now += 1.0
     progress.update(200, 5)
-    last = out.getvalue().split('\r')[-1]
+    last = last_drawn(out.getvalue())
     assert last.startswith('rz-bocca: 205/1000 items (20%), ')
     assert ', 5 failed, ETA ' in last
     progress.finish(990, 10, complete=True)
-    assert out.getvalue().split('\r')[-1].startswith('rz-bocca: 1000/1000 items (100%)')
+    assert last_drawn(out.getvalue()).startswith('rz-bocca: 1000/1000 items (100%)')
     assert out.getvalue().endswith('\n')
     progress.update(1000, 10)
     assert out.getvalue().endswith('\n')    # nothing after the end
@@ -139,8 +144,9 @@ def test_a_log_record_clears_the_line_first():
     finally:
         root.removeHandler(handler)
     drawn = out.getvalue()
-    assert drawn.startswith('\rrz-bocca: 7 items')
-    assert drawn.endswith('\r' + ' ' * len(drawn.strip('\r').rstrip()) + '\r')
+    line = last_drawn(drawn)
+    assert drawn.startswith('\r' + line + '\r') and line.startswith('rz-bocca: 7 items')
+    assert drawn.endswith('\r' + ' ' * len(line) + '\r')     # cleared, cursor at its start
     assert logs.getvalue() == 'a warning\n'
 
 

@@ -3,8 +3,9 @@
 Run by rz-bocca, the stage that knows what is stored and what failed: the line shows items
 done, their rate and failures and, once a source said how many items its run yields (the
 optional total of a batch), the percent done and the time left. It is rewritten with '\r'
-at most REFRESH_PER_SECOND times a second and finished with a newline; a log line clears
-it first, so the two do not mix.
+at most REFRESH_PER_SECOND times a second and finished with a newline; a log line of this
+process clears it first, so the two do not mix, and the cursor is left at its start, so a
+line another stage writes to the same terminal overwrites it rather than runs on from it.
 """
 
 import logging
@@ -117,7 +118,7 @@ class Progress:
 
     def _draw(self, text):
         pad = ' ' * max(0, self.width - len(text))
-        self._write('\r' + text + pad)
+        self._write('\r' + text + pad + '\r')
         self.width = len(text)
 
     def _write(self, text):
