@@ -53,6 +53,14 @@ def int_option(args, option, minimum=0):
     return number_option(args, option, int, minimum)
 
 
+def port_option(args, option, minimum=1):
+    """A port number option (0 where minimum allows it: none, or any free one)."""
+    port = int_option(args, option, minimum)
+    if port > 65535:
+        raise UsageError(f"{option} {args[option]!r}: expected a port number up to 65535")
+    return port
+
+
 def float_option(args, option, minimum=0.0):
     return number_option(args, option, float, minimum)
 

@@ -25,7 +25,12 @@ import threading
 import time
 import zoneinfo
 
-from croniter import CroniterBadDateError, croniter
+try:
+    from croniter import CroniterBadDateError, croniter
+except ImportError:         # a broken install: say what is missing, in one line
+    from rezina.errors import UsageError
+    raise UsageError("--cron needs croniter, a dependency of rezina that is missing: "
+                     "pip install 'croniter>=2.0'") from None
 
 from rezina.schedule import (
     ScheduleError, SystemClock, Tick, check_start, format_label)

@@ -280,3 +280,13 @@ def test_a_node_removes_the_ipc_socket_files_it_bound(procs, tmp_path):
     for proc in (source, notch, sink):
         assert proc.wait(timeout=30) == 0, stderr_of(proc)
     assert not a.exists() and not b.exists()
+
+
+def test_an_ipv6_loopback_endpoint_carries_a_pipeline(procs, tmp_path):
+    port = free_port()
+    sink = procs.start(['rz-bocca', '--in', f'@tcp://[::1]:{port}'], stdout=subprocess.PIPE)
+    source = procs.start(['rz-hydrant', '--out', f'>tcp://[::1]:{port}',
+                          'fixtures_funcs:numbers', '5'])
+    out, _ = sink.communicate(timeout=30)
+    assert sink.returncode == 0 and source.wait(timeout=30) == 0, stderr_of(sink)
+    assert sorted(map(int, out.split())) == list(range(5))

@@ -40,7 +40,7 @@ import signal
 import sys
 
 from rezina import notify
-from rezina.cli import int_option, run_command
+from rezina.cli import port_option, run_command
 from rezina.control.master import Master
 from rezina.control.state import State
 from rezina.errors import UsageError
@@ -51,8 +51,8 @@ PROG = 'rz-master'
 
 
 def _serve(args):
-    port = int_option(args, '--port', 0)
-    http_port = int_option(args, '--http-port', 0)
+    port = port_option(args, '--port', 0)
+    http_port = port_option(args, '--http-port', 0)
     # absolute before -D moves to /
     state_dir = os.path.abspath(os.path.expanduser(args['--state-dir']))
     logdir = os.path.abspath(os.path.expanduser(args['--logdir']))

@@ -36,7 +36,7 @@ import signal
 import sys
 
 from rezina import defaults, notify
-from rezina.cli import int_option, run_command
+from rezina.cli import int_option, port_option, run_command
 from rezina.control.agent import Agent
 from rezina.errors import RezinaError, UsageError
 from rezina.security import Security, master_key
@@ -46,7 +46,7 @@ PROG = 'rz-worker'
 
 
 def _serve(args):
-    port = int_option(args, '--port', 1)
+    port = port_option(args, '--port')
     ip = args['--worker-ip']
     try:
         ipaddress.ip_address(ip)

@@ -37,6 +37,8 @@ class Port:
         # a peer that sends more than credit allows waits (TCP holds it back): what it
         # floods us with is held here, a bounded number of messages at most
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        if '://[' in endpoint.address:
+            sock.setsockopt(zmq.IPV6, 1)     # an IPv6 address, tcp://[::1]:PORT
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         ivl = int(defaults.HEARTBEAT_INTERVAL * 1000)
