@@ -22,6 +22,14 @@ class Sink:
     idempotent = False
     wants_ids = True        # False: records may carry None for the item id
 
+    def _connected(self):
+        """For a write through `_conn`: open it again if a BackendDown closed it (setting
+        `_dropped`); a SinkError if the sink was never opened or was closed."""
+        if self._conn is None:
+            if not self._dropped:
+                raise SinkError(f"cannot write to {self.name}: it is not open")
+            self._reopen()
+
     def _reopen(self):
         """Open again a connection that a BackendDown closed (setting `_dropped`); failing,
         the store is still down."""

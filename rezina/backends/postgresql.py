@@ -175,10 +175,7 @@ class PostgresqlSink(Sink):
     def write(self, records):
         if not records:
             return
-        if self._conn is None:
-            if not self._dropped:
-                raise SinkError(f"cannot write to {self.name}: it is not open")
-            self._reopen()
+        self._connected()
         try:
             try:
                 self._store(records)

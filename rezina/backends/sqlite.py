@@ -183,10 +183,7 @@ class SqliteSink(Sink):
     def write(self, records):
         if not records:
             return
-        if self._conn is None:
-            if not self._dropped:
-                raise SinkError(f"cannot write to {self.name}: it is not open")
-            self._reopen()
+        self._connected()
         conn = self._conn
         what = f"{len(records)} items" if len(records) > 1 else f"item {records[0][0]}"
         try:
