@@ -25,6 +25,7 @@ class Inbox:
         self.heard = set()
         self.eos_seen = False
         self.ack_due = None           # when waiting acknowledgements must go
+        self.grants_made = 0          # a clock of grants, so that ties take turns
 
     def handle(self, link, kind, header, payload):
         if kind == protocol.BATCH:
@@ -104,7 +105,8 @@ class Inbox:
         outstanding = sum(link.granted for link in live)
         starving = [link for link in live if link.granted == 0]
         grants = {}
-        if starving and outstanding:
+        # not for a consumer that takes nothing now (a stopping one passes used=window)
+        if starving and outstanding and used < self.window:
             floor = max(1, min(defaults.WIRE_BATCH_ITEMS, self.window // 4))
             spare = self.window + floor * len(live) - used - outstanding
             for link in starving:
@@ -118,7 +120,7 @@ class Inbox:
                          and not starving):
             return self._give(grants)
         share = max(1, free // len(live))
-        for link in sorted(live, key=_granted_of):
+        for link in sorted(live, key=_granted_of):     # ties: the one given to longest ago
             give = min(share, free)
             if give <= 0:
                 break
@@ -126,10 +128,11 @@ class Inbox:
             free -= give
         return self._give(grants)
 
-    @staticmethod
-    def _give(grants):
+    def _give(self, grants):
         for link, give in grants.items():
             link.granted += give
+            self.grants_made += 1
+            link.given_at = self.grants_made
         return grants
 
     def leave(self):
@@ -158,4 +161,4 @@ class Inbox:
 
 
 def _granted_of(link):
-    return link.granted
+    return link.granted, link.given_at

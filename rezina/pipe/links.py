@@ -24,7 +24,7 @@ class Link:
 
     __slots__ = ('port', 'key', 'session', 'node', 'last_seen', 'last_sent', 'alive',
                  'credit', 'unacked', 'granted', 'eos', 'acks', 'name', 'draining',
-                 'opened', 'told_waiting')
+                 'opened', 'told_waiting', 'given_at')
 
     def __init__(self, port, key, now):
         self.port = port
@@ -43,6 +43,7 @@ class Link:
         self.name = port.address
         self.opened = now
         self.told_waiting = False   # its wait for a first answer was logged
+        self.given_at = 0      # consumer side: when it was last given credit (Inbox's count)
 
     def send(self, kind, header=_NO_HEADER, payload=None, now=None):
         frame = kind + header
