@@ -201,10 +201,15 @@ def test_scale_up_and_down_mid_run_stores_every_item_once(cluster, tmp_path):
     with pytest.raises(RezinaError, match=r'scale scaled slowish 1000: .* at most 32 nodes'):
         cluster.request('scale', typology='scaled', stage='slowish', n=1000)
     cluster.request('scale', typology='scaled', stage=1, n=1)
-    wait_for(lambda: len(cluster.nodes('scaled', 'slowish')) == 1, timeout=40,
+    # one node left, or none once the run is over (it may end before a look sees one)
+    wait_for(lambda: len(cluster.nodes('scaled', 'slowish')) == 1
+             or cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=40,
              what='scaled down')
     wait_for(lambda: cluster.request('ls')[0]['state'] == 'COMPLETE', timeout=90,
              what='the run complete')
+    wait_for(lambda: all(f'scaled::slowish::{i}: stopped' in ''.join(
+        stderr_of(w) for w in cluster.workers.values()) for i in (1, 2)), timeout=40,
+        what='the two added nodes stopped by the scale-down')
     import json
     xs = [json.loads(line)['x'] for line in out.read_text().splitlines()]
     assert sorted(xs) == list(range(3000))              # each once: none lost, none twice
