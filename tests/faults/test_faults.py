@@ -75,7 +75,7 @@ def test_1_a_notch_node_killed_every_2_s(cluster, tmp_path, long_run):
 
 
 def test_2_the_sink_killed_three_times(cluster, tmp_path, long_run):
-    n = 100000 if long_run else 10000
+    n = 100000 if long_run else 20000      # long enough for three kills and their restarts
     out = tmp_path / 'out.jsonl'
     one_shot(cluster, 'kill-sink', n, ws.paced, 2, out)
     cluster.wait_running('kill-sink', count=4)
